@@ -1,0 +1,1 @@
+"""The detection core: pure Python, no I/O, no clock reads, no settings."""

@@ -1,0 +1,201 @@
+"""The ClickHouse sink: per-minute account aggregates, alerts and dead letters, batched.
+
+Rows are buffered in memory and written in one insert per table when `flush()` runs: on a
+wall-clock timer in the worker, and once more on shutdown, so a clean stop loses nothing.
+A failed insert puts its rows back into the buffer to be tried again at the next flush.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from models.records import ApiCall
+from schemas.alert import Alert
+from schemas.deadletter import DeadLetter
+
+log = logging.getLogger(__name__)
+
+MINUTE_COLUMNS = [
+    "minute", "tenant_id", "account_id", "requests", "input_tokens", "output_tokens",
+    "cot_requests", "logprob_requests", "errors", "refusals", "max_jailbreak_score",
+    "prompt_templates", "max_score",
+]
+ALERT_COLUMNS = [
+    "alert_id", "dedup_key", "kind", "status", "severity", "score", "tenant_id", "account_id",
+    "campaign_id", "accounts", "event_time", "detected_at", "first_event_time", "signals",
+    "reasons", "alert_json",
+]
+DEAD_LETTER_COLUMNS = [
+    "rejected_at", "kind", "reason", "source_topic", "partition", "offset", "batch_index",
+    "original_size",
+]
+
+
+@dataclass(slots=True)
+class MinuteAggregate:
+    """What one account did in one minute of event time."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cot_requests: int = 0
+    logprob_requests: int = 0
+    errors: int = 0
+    refusals: int = 0
+    max_jailbreak_score: float = 0.0
+    prompt_templates: set[int] = field(default_factory=set)
+    max_score: float = 0.0
+
+    def add(self, call: ApiCall, score: float) -> None:
+        self.requests += 1
+        self.input_tokens += call.input_tokens
+        self.output_tokens += call.output_tokens
+        self.cot_requests += call.cot_request
+        self.logprob_requests += call.logprobs
+        self.errors += call.status >= 400
+        self.refusals += call.stop_reason == "refusal"
+        if call.jailbreak_score is not None and call.jailbreak_score > self.max_jailbreak_score:
+            self.max_jailbreak_score = call.jailbreak_score
+        if call.simhash is not None:
+            self.prompt_templates.add(call.simhash)
+        if score > self.max_score:
+            self.max_score = score
+
+    def merge(self, other: MinuteAggregate) -> None:
+        self.requests += other.requests
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cot_requests += other.cot_requests
+        self.logprob_requests += other.logprob_requests
+        self.errors += other.errors
+        self.refusals += other.refusals
+        self.max_jailbreak_score = max(self.max_jailbreak_score, other.max_jailbreak_score)
+        self.prompt_templates |= other.prompt_templates
+        self.max_score = max(self.max_score, other.max_score)
+
+
+MinuteKey = tuple[int, str, str]  # (minute start in epoch seconds, tenant_id, account_id)
+
+
+def alert_row(alert: Alert) -> list[Any]:
+    return [
+        alert.alert_id, alert.dedup_key, alert.kind, alert.status, alert.severity, alert.score,
+        alert.tenant_id, alert.account_id, alert.campaign_id,
+        [(a.tenant_id, a.account_id) for a in alert.accounts],
+        alert.event_time, alert.detected_at, alert.first_event_time,
+        [r.signal for r in alert.reasons],
+        json.dumps([r.model_dump() for r in alert.reasons]),
+        alert.model_dump_json(),
+    ]
+
+
+def dead_letter_row(letter: DeadLetter) -> list[Any]:
+    return [
+        letter.rejected_at, letter.kind, letter.reason, letter.source_topic, letter.partition,
+        letter.offset, letter.batch_index, letter.original_size,
+    ]
+
+
+class ClickHouseSink:
+    """Buffers rows for ClickHouse and writes them in batches.
+
+    `add_*` are called from the event loop; `flush()` may run on another thread (the
+    engine is synchronous): buffers are swapped under a lock, so adds never wait for I/O.
+    """
+
+    def __init__(self, client: Client, database: str) -> None:
+        self.client = client
+        self.database = database
+        self._lock = threading.Lock()
+        self._minutes: dict[MinuteKey, MinuteAggregate] = {}
+        self._alerts: list[list[Any]] = []
+        self._dead_letters: list[list[Any]] = []
+        self.rows_written = {"account_minute": 0, "alerts": 0, "dead_letters": 0}
+        self.flushes = 0
+
+    def add_call(self, call: ApiCall, score: float) -> None:
+        key = (int(call.ts // 60) * 60, call.tenant_id, call.account_id)
+        with self._lock:
+            agg = self._minutes.get(key)
+            if agg is None:
+                agg = self._minutes[key] = MinuteAggregate()
+            agg.add(call, score)
+
+    def add_alert(self, alert: Alert) -> None:
+        with self._lock:
+            self._alerts.append(alert_row(alert))
+
+    def add_dead_letter(self, letter: DeadLetter) -> None:
+        with self._lock:
+            self._dead_letters.append(dead_letter_row(letter))
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._minutes) + len(self._alerts) + len(self._dead_letters)
+
+    def flush(self) -> int:
+        """Write everything buffered; return rows written. On failure, keep the rows."""
+        with self._lock:
+            minutes, self._minutes = self._minutes, {}
+            alerts, self._alerts = self._alerts, []
+            dead_letters, self._dead_letters = self._dead_letters, []
+        written = 0
+        try:
+            if minutes:
+                rows = [
+                    [
+                        datetime.fromtimestamp(m, UTC), t, a, g.requests, g.input_tokens,
+                        g.output_tokens, g.cot_requests, g.logprob_requests, g.errors,
+                        g.refusals, g.max_jailbreak_score, sorted(g.prompt_templates),
+                        g.max_score,
+                    ]
+                    for (m, t, a), g in minutes.items()
+                ]
+                self.client.insert(
+                    f"{self.database}.account_minute_in", rows, column_names=MINUTE_COLUMNS
+                )
+                self.rows_written["account_minute"] += len(rows)
+                written += len(rows)
+                minutes = {}
+            if alerts:
+                self.client.insert(f"{self.database}.alerts", alerts, column_names=ALERT_COLUMNS)
+                self.rows_written["alerts"] += len(alerts)
+                written += len(alerts)
+                alerts = []
+            if dead_letters:
+                self.client.insert(
+                    f"{self.database}.dead_letters", dead_letters, column_names=DEAD_LETTER_COLUMNS
+                )
+                self.rows_written["dead_letters"] += len(dead_letters)
+                written += len(dead_letters)
+                dead_letters = []
+        except Exception:
+            self._restore(minutes, alerts, dead_letters)
+            raise
+        finally:
+            self.flushes += 1
+        return written
+
+    def _restore(
+        self,
+        minutes: dict[MinuteKey, MinuteAggregate],
+        alerts: list[list[Any]],
+        dead_letters: list[list[Any]],
+    ) -> None:
+        with self._lock:
+            for key, agg in minutes.items():
+                current = self._minutes.get(key)
+                if current is None:
+                    self._minutes[key] = agg
+                else:
+                    current.merge(agg)
+            self._alerts[:0] = alerts
+            self._dead_letters[:0] = dead_letters

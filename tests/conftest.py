@@ -1,0 +1,1 @@
+"""Shared test configuration: every test imports the project from this checkout."""

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from models.records import ApiCall
+from streams.sinks import ClickHouseSink, MinuteAggregate
+
+
+def call(ts: float, account: str = "a", **fields: Any) -> ApiCall:
+    base: dict[str, Any] = dict(event_id=f"e{ts}", ts=ts, tenant_id="t", account_id=account,
+                                model="m", status=200, input_tokens=10, output_tokens=100)
+    return ApiCall(**{**base, **fields})
+
+
+def test_minute_aggregate_counts_what_analysts_query() -> None:
+    agg = MinuteAggregate()
+    agg.add(call(0, cot_request=True, simhash=1, jailbreak_score=0.2), 0.1)
+    agg.add(call(1, status=429, logprobs=True, simhash=1, jailbreak_score=0.7), 0.6)
+    agg.add(call(2, stop_reason="refusal", simhash=2), 0.3)
+    assert (agg.requests, agg.input_tokens, agg.output_tokens) == (3, 30, 300)
+    assert (agg.cot_requests, agg.logprob_requests, agg.errors, agg.refusals) == (1, 1, 1, 1)
+    assert agg.max_jailbreak_score == pytest.approx(0.7)
+    assert agg.prompt_templates == {1, 2} and agg.max_score == pytest.approx(0.6)
+
+
+class FailingClient:
+    def __init__(self) -> None:
+        self.fail = True
+        self.inserted: list[tuple[str, list[list[Any]]]] = []
+
+    def insert(self, table: str, rows: list[list[Any]], column_names: list[str]) -> None:
+        if self.fail:
+            raise ConnectionError("ClickHouse went away")
+        self.inserted.append((table, rows))
+
+
+def test_failed_flush_keeps_rows_for_the_next_one() -> None:
+    client = FailingClient()
+    sink = ClickHouseSink(client, "db")  # type: ignore[arg-type]
+    sink.add_call(call(0), 0.1)
+    sink.add_call(call(30), 0.2)  # same minute: one row
+    sink.add_call(call(61), 0.3)  # next minute
+    with pytest.raises(ConnectionError):
+        sink.flush()
+    sink.add_call(call(5), 0.9)  # arrives while the rows wait: merged, not duplicated
+    assert sink.pending == 2
+    client.fail = False
+    assert sink.flush() == 2
+    (table, rows), = client.inserted
+    assert table == "db.account_minute_in"
+    by_minute = {row[0].timestamp(): row for row in rows}
+    assert by_minute[0.0][3] == 3 and by_minute[0.0][-1] == pytest.approx(0.9)
+    assert by_minute[60.0][3] == 1
+    assert sink.pending == 0

@@ -30,13 +30,13 @@ from streams.sql import format_table, run_query
 
 SUMMARY_SQL = """
 SELECT tenant_id, account_id,
-       sum(requests) AS requests,
-       round(sum(cot_requests) / sum(requests), 2) AS cot_share,
-       sum(output_tokens) AS output_tokens,
-       round(max(max_score), 2) AS max_score
+       sum(requests) AS total_requests,
+       round(sum(cot_requests) / total_requests, 2) AS cot_share,
+       sum(output_tokens) AS total_output_tokens,
+       round(max(max_score), 2) AS peak_score
 FROM {db}.account_minute
 GROUP BY tenant_id, account_id
-ORDER BY max_score DESC, requests DESC
+ORDER BY peak_score DESC, total_requests DESC
 LIMIT 12
 """
 

@@ -57,10 +57,14 @@ class Deployment:
     workers: list[WorkerProcess] = field(default_factory=list)
 
     def produce(self, records: list[tuple[bytes | None, bytes | None]], topic: str | None = None,
-                ) -> None:
-        """Write raw (key, value) records to the input topic and wait for delivery."""
+                compression: str = "none") -> None:
+        """Write raw (key, value) records to the input topic and wait for delivery.
+
+        `compression` is the producer's codec: gateways use any of them, workers read all.
+        """
         producer = Producer(confluent_config(self.settings, **{
-            "linger.ms": 5, "message.max.bytes": 17 * 1024 * 1024}))
+            "linger.ms": 5, "message.max.bytes": 17 * 1024 * 1024,
+            "compression.type": compression}))
         failures: list[Any] = []
         for key, value in records:
             producer.produce(topic or self.settings.topic_api_calls, key=key, value=value,

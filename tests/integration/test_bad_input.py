@@ -65,7 +65,7 @@ def test_malformed_input_is_dead_lettered_and_valid_input_counted(
     records.append((b"none", None))  # a tombstone: no value at all
 
     worker = start_worker()
-    deployment.produce(records)
+    deployment.produce(records, compression="gzip")
 
     expected_dlq = len(bad) + expected_batch_rejections + 1
     letters = deployment.consume(deployment.settings.topic_dead_letters, expected=expected_dlq,

@@ -23,7 +23,8 @@ def test_attack_raises_alert_and_every_event_reaches_clickhouse(
         *(chatter(f"org_{i}", f"key_chat_{i}") for i in range(5)),
     )
     worker = start_worker()
-    deployment.produce([(e["account_id"].encode(), encode(e)) for e in events])
+    deployment.produce([(e["account_id"].encode(), encode(e)) for e in events],
+                       compression="lz4")
 
     alerts = [
         Alert.model_validate_json(m.value())
@@ -61,7 +62,8 @@ def test_clean_stop_flushes_everything_buffered(
     # A flush interval far longer than the test: only the shutdown flush can write the rows.
     worker = start_worker(DISTILLWATCH_CLICKHOUSE_FLUSH_INTERVAL_S="3600")
     events = by_time(*(chatter(f"org_{i}", f"key_{i}", n=40) for i in range(10)))
-    deployment.produce([(e["account_id"].encode(), encode(e)) for e in events])
+    deployment.produce([(e["account_id"].encode(), encode(e)) for e in events],
+                       compression="snappy")
     health = worker.wait_until(lambda h: h["events_detected"] == len(events))
     assert health["clickhouse_pending"] > 0
     assert worker.stop() == 0
@@ -92,7 +94,8 @@ def test_offline_score_and_streaming_give_the_same_alerts(
 
     worker = start_worker()
     lines = events_path.read_bytes().splitlines()
-    deployment.produce([(json.loads(line)["account_id"].encode(), line) for line in lines])
+    deployment.produce([(json.loads(line)["account_id"].encode(), line) for line in lines],
+                       compression="zstd")
     worker.wait_until(lambda h: h["events_detected"] == len(lines), timeout_s=300)
     streamed = [
         Alert.model_validate_json(m.value())

@@ -42,7 +42,7 @@ install() {
   log "resolving Apache Kafka from Maven Central into $lib"
   rm -rf "$lib"
   mkdir -p "$lib"
-  mvn -q -B -f "$here/pom.xml" dependency:copy-dependencies \
+  mvn -q -B -Dstyle.color=never -f "$here/pom.xml" dependency:copy-dependencies \
     -DoutputDirectory="$lib" -DincludeScope=runtime
   touch "$lib/.complete"
   log "installed $(ls "$lib"/*.jar | wc -l) jars"

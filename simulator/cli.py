@@ -102,7 +102,7 @@ class _Duration(click.ParamType):
     "--speed",
     type=float,
     default=None,
-    help="With --to-kafka: replay event time this many times faster (default: as fast as possible).",
+    help="With --to-kafka: replay event time this many times faster (default: at once).",
 )
 @click.option(
     "--batch",

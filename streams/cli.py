@@ -1,12 +1,11 @@
-"""The `distillwatch` command line: worker, topics, produce, score, sql, simulate, evaluate, demo."""
+"""The `distillwatch` command line: worker, topics, produce, score, sql, simulate, evaluate,
+demo."""
 
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -97,7 +96,8 @@ def topics_describe(ctx: click.Context) -> None:
 
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--rate", type=float, help="events per second (wall clock); default: as fast as possible")
+@click.option("--rate", type=float,
+              help="events per second (wall clock); default: as fast as possible")
 @click.option("--speed", type=float, help="replay event time compressed by this factor instead")
 @click.option("--batch", type=int, default=1, show_default=True,
               help="events per record (a JSON array), as a gateway flush sends them")

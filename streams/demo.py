@@ -24,7 +24,13 @@ from typing import Any
 from confluent_kafka import Consumer
 
 from streams.errors import ServerUnavailable, StreamsError
-from streams.kafka import admin_client, check_reachable, confluent_config, ensure_topics, topic_specs
+from streams.kafka import (
+    admin_client,
+    check_reachable,
+    confluent_config,
+    ensure_topics,
+    topic_specs,
+)
 from streams.settings import Settings
 from streams.sql import format_table, run_query
 
@@ -125,7 +131,7 @@ class AlertPrinter(threading.Thread):
                 message = consumer.poll(0.5)
                 if message is None or message.error():
                     continue
-                alert = json.loads(message.value())
+                alert = json.loads(message.value() or b"{}")
                 self.alerts.append(alert)
                 label = self.labels.get(alert.get("account_id") or "", {})
                 truth = f"  (truth: {label.get('label')}/{label.get('archetype')})" if label else ""
@@ -139,7 +145,6 @@ class AlertPrinter(threading.Thread):
 def run_demo(settings: Settings, *, scenario: str, seed: int, speed: float) -> None:
     from simulator.generate import generate, write_scenario
     from simulator.scenario import load_scenario
-
     from streams.producer import produce_lines
 
     run_id = datetime.now(UTC).strftime("%H%M%S")

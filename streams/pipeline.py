@@ -23,15 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import faust
-import msgspec
 from clickhouse_connect.driver.client import Client
 
 from models.engine import DetectionEngine
 from models.records import ApiCall
 from schemas.alert import Alert
-from schemas.decode import Rejection, decode_api_calls
+from schemas.decode import Rejection, decode_api_calls, decode_verdict
+from schemas.feedback import AnalystVerdict
 from streams.clickhouse import connect, migrate, query_rows
 from streams.deadletter import dead_letter
+from streams.internal import decode_internal, encode_call, encode_verdict
 from streams.kafka import faust_credentials
 from streams.settings import Settings, redact_url
 from streams.sinks import ClickHouseSink
@@ -52,6 +53,7 @@ class PipelineStats:
     rejected: int = 0
     events_detected: int = 0
     alerts: int = 0
+    verdicts: int = 0
     failed: int = 0  # valid events the worker failed to process (dead-lettered)
     started_at: float = field(default_factory=lambda: datetime.now(UTC).timestamp())
 
@@ -78,8 +80,6 @@ class Pipeline:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
         self._client: Client | None = None
         self.sink: ClickHouseSink | None = None
-        self._encode_call = msgspec.msgpack.Encoder().encode
-        self._decode_call = msgspec.msgpack.Decoder(ApiCall).decode
         self.app = self._build_app()
 
     # -- wiring ---------------------------------------------------------------------------
@@ -111,9 +111,11 @@ class Pipeline:
         self.by_account = app.topic(s.internal_topic_by_account, value_serializer="raw")
         self.alerts_topic = app.topic(s.topic_alerts, value_serializer="raw")
         self.dead_letters = app.topic(s.topic_dead_letters, value_serializer="raw")
+        self.feedback = app.topic(s.topic_feedback, value_serializer="raw")
 
         app.agent(self.api_calls, name="ingest")(self._ingest)
         app.agent(self.by_account, name="detect")(self._detect)
+        app.agent(self.feedback, name="feedback")(self._feedback)
         app.timer(s.clickhouse_flush_interval_s)(self._flush_timer)
         pipeline = self
 
@@ -134,7 +136,7 @@ class Pipeline:
 
     async def _ingest(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         stats, topic = self.stats, self.settings.topic_api_calls
-        send_event, encode = self.by_account.send, self._encode_call
+        send_event = self.by_account.send
         async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
             for record in batch:
                 stats.records_in += 1
@@ -146,18 +148,26 @@ class Pipeline:
                 stats.events_valid += len(events)
                 for event in events:
                     call = ApiCall.from_event(event)
-                    await send_event(key=call.account_id.encode(), value=encode(call))
+                    await send_event(key=call.account_id.encode(), value=encode_call(call))
             yield None
 
     async def _detect(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        engine, decode, stats = self.engine, self._decode_call, self.stats
+        engine, stats = self.engine, self.stats
         topic = self.settings.internal_topic_by_account
         async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
             sink = self.sink
             watermark = self.watermark
             for record in batch:
                 try:
-                    call = decode(record.value)
+                    call = decode_internal(record.value)
+                    if isinstance(call, AnalystVerdict):
+                        for alert in engine.apply_verdict(
+                            call.tenant_id, call.account_id, call.verdict, call.ts.timestamp()
+                        ):
+                            await self._emit(alert)
+                        stats.verdicts += 1
+                        continue
+                    stats.events_detected += 1
                     alerts = engine.process(call)
                 except Exception as exc:  # a defect must not stop the pipeline or lose the event
                     log.exception("failed to process an event; dead-lettering it")
@@ -173,10 +183,22 @@ class Pipeline:
                     sink.add_call(call, engine.last_score)
                 if call.ts > watermark:
                     watermark = call.ts
-            stats.events_detected += len(batch)
             self.watermark = watermark
             for alert in engine.advance(watermark):
                 await self._emit(alert)
+            yield None
+
+    async def _feedback(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        """Analyst verdicts, re-keyed by account to meet the account's state in `detect`."""
+        topic = self.settings.topic_feedback
+        async for record in stream.events():
+            verdict = decode_verdict(record.value)
+            if isinstance(verdict, Rejection):
+                await self._dead_letter(verdict, topic, record.message)
+                continue
+            await self.by_account.send(
+                key=verdict.account_id.encode(), value=encode_verdict(verdict)
+            )
             yield None
 
     async def _dead_letter(self, rejection: Rejection, topic: str, message: Any) -> None:
@@ -275,14 +297,25 @@ class Pipeline:
             )
         )
 
+    def assigned_partitions(self) -> list[int]:
+        """Partitions of the by-account topic this worker holds (its accounts' state)."""
+        try:
+            assignment = self.app.consumer.assignment()
+        except Exception:  # not started, or rebalancing
+            return []
+        name = self.settings.internal_topic_by_account
+        return sorted(tp.partition for tp in assignment if tp.topic == name)
+
     def health(self) -> dict[str, Any]:
         s = self.stats
         return {
+            "partitions": self.assigned_partitions(),
             "records_in": s.records_in,
             "events_valid": s.events_valid,
             "rejected": s.rejected,
             "events_detected": s.events_detected,
             "alerts": s.alerts,
+            "verdicts": s.verdicts,
             "failed": s.failed,
             "accounts_tracked": self.engine.accounts_tracked,
             "watermark": self.watermark,
@@ -299,12 +332,13 @@ class Pipeline:
         query = body.get("query") if isinstance(body, dict) else None
         if not isinstance(query, str) or not query.strip():
             return web.json({"error": "body must be {\"query\": \"SELECT ...\"}"}, status=400)
-        if self._client is None:
+        client = self._client
+        if client is None:
             return web.json({"error": "ClickHouse is not open yet"}, status=503)
         loop = asyncio.get_running_loop()
         try:
             columns, rows = await loop.run_in_executor(
-                self._executor, lambda: query_rows(self._client, query, readonly=True)
+                self._executor, lambda: query_rows(client, query, readonly=True)
             )
         except Exception as exc:
             return web.json({"error": str(exc)}, status=400)

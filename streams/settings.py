@@ -8,7 +8,7 @@ and pass it down; nothing deeper calls `Settings()`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -18,8 +18,9 @@ SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
-def _env(name: str, description: str, **kwargs: object) -> object:
-    return Field(validation_alias=name, description=description, **kwargs)  # type: ignore[call-overload]
+def _env(name: str, description: str, **kwargs: Any) -> Any:
+    """A field read from the environment variable `name`."""
+    return Field(validation_alias=name, description=description, **kwargs)
 
 
 class Settings(BaseSettings):
@@ -69,7 +70,8 @@ class Settings(BaseSettings):
         "DISTILLWATCH_TOPIC_FEEDBACK", "input topic of analyst verdicts", default="alert-feedback"
     )
     topic_partitions: int = _env(
-        "DISTILLWATCH_TOPIC_PARTITIONS", "partitions of topics distillwatch creates", default=4, ge=1
+        "DISTILLWATCH_TOPIC_PARTITIONS", "partitions of topics distillwatch creates",
+        default=4, ge=1,
     )
     topic_replication: int = _env(
         "DISTILLWATCH_TOPIC_REPLICATION", "replication factor of topics distillwatch creates",

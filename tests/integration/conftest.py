@@ -139,9 +139,10 @@ class WorkerProcess:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
+            except subprocess.TimeoutExpired as exc:
                 self.process.kill()
-                raise AssertionError(f"worker did not stop cleanly:\n{self.log()[-4000:]}")
+                raise AssertionError(
+                    f"worker did not stop cleanly:\n{self.log()[-4000:]}") from exc
         return self.process.returncode
 
     def log(self) -> str:

@@ -75,13 +75,10 @@ class TrafficPlan:
 
     def distinct_accounts(self, start: int, events: int) -> int:
         """Ordinary accounts plus harvesters that events [start, start+events) touch."""
-        end = start + events - 1
         if self.harvest_every <= 0 or events <= 0:
             return min(self.accounts, max(events, 0))
-        first = -(-start // self.harvest_every)  # first harvest sequence number in range
-        last = end // self.harvest_every
-        harvest = max(0, last - first + 1)
-        harvesters = (last // self.harvest_len - first // self.harvest_len + 1) if harvest else 0
+        harvest = sum(1 for seq in range(start, start + events) if seq % self.harvest_every == 0)
+        harvesters = -(-harvest // self.harvest_len)
         return min(self.accounts, events - harvest) + harvesters
 
 
@@ -107,10 +104,11 @@ def events(plan: TrafficPlan, start: int, count: int) -> Iterator[Encoded]:
     for seq in range(start, start + count):
         ts_ms = T0_MS + seq * plan.step_ms
         if every and seq % every == 0:
-            hseq = seq // every
+            hseq = (seq - start) // every  # harvesters start afresh in each stream
             ev = harvest
-            ev["tenant_id"] = "org_harvest"
-            ev["account_id"] = f"hv_{plan.run}_{hseq // length:06d}"
+            harvester = hseq // length
+            ev["tenant_id"] = f"org_h{harvester % 997:03d}"
+            ev["account_id"] = f"hv_{plan.run}_{harvester:06d}"
             is_h = True
         else:
             k = ordinary_seq % n_accounts
@@ -207,7 +205,6 @@ def paced(bootstrap: str, topic: str, plan: TrafficPlan, start: int, rate: float
     began = time.monotonic()
     tick = max(1, int(rate / 1000))  # check the clock about every millisecond of traffic
     pending: list[bytes] = []
-    pending_h: list[int] = []
     sent_at = stats.sent_at
     for n, ev in enumerate(events(plan, start, count)):
         if n % tick == 0:

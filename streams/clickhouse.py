@@ -117,6 +117,27 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     ),
 ]
 
+MIGRATIONS.append(
+    (
+        2,
+        "campaign membership",
+        [
+            # One row per change of an account's membership; FINAL (or argMax on `updated`)
+            # gives the current state: which accounts a campaign has, since when, how linked.
+            """CREATE TABLE IF NOT EXISTS {db}.campaign_members (
+                campaign_id String,
+                tenant_id String,
+                account_id String,
+                since DateTime64(3, 'UTC'),
+                until Nullable(DateTime64(3, 'UTC')),
+                link_kinds Array(LowCardinality(String)),
+                updated DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(updated)
+            ORDER BY (campaign_id, tenant_id, account_id)""",
+        ],
+    )
+)
+
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 

@@ -1,41 +1,103 @@
-"""Records on the internal by-account topic: API calls and analyst verdicts, tagged.
+"""Records on the internal topics: batches of calls, verdicts, link evidence, ticks.
 
-Both kinds are keyed by account, so a verdict lands on the partition, and therefore the
-worker, that holds the account's state, in order with the account's events. The first
-byte says which kind follows: `E` a msgpack-encoded `ApiCall`, `V` a JSON verdict.
+Internal records are written only by distillwatch workers, in batches: one record per
+destination partition per batch of input, because a Kafka message per event costs more
+than everything else a worker does to that event (bench/PROFILE.md). The destination
+partition is chosen here, from the account (or the link key), for calls and verdicts
+alike, so an account's verdicts meet its events on the partition that holds its state.
+The first byte of a record says what follows.
 """
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Iterable, Sequence
+
 import msgspec
 
+from models.linking.evidence import LinkEdge
+from models.linking.observe import LinkObservation
 from models.records import ApiCall
 from schemas.feedback import AnalystVerdict
 
-CALL_TAG = b"E"
-VERDICT_TAG = b"V"
+CALLS_TAG = b"B"  # msgpack list[ApiCall], all of one partition of the by-account topic
+VERDICT_TAG = b"V"  # JSON AnalystVerdict
+OBSERVATIONS_TAG = b"O"  # msgpack list[LinkObservation], all of one link-key partition
+EDGES_TAG = b"L"  # msgpack list[LinkEdge]
+TICK_TAG = b"T"  # msgpack float: a detect worker's event-time progress (seconds)
 
 _encode = msgspec.msgpack.Encoder().encode
-_decode_call = msgspec.msgpack.Decoder(ApiCall).decode
+_decode_calls = msgspec.msgpack.Decoder(list[ApiCall]).decode
+_decode_observations = msgspec.msgpack.Decoder(list[LinkObservation]).decode
+_decode_edges = msgspec.msgpack.Decoder(list[LinkEdge]).decode
+_decode_float = msgspec.msgpack.Decoder(float).decode
 
 
 class InternalRecordError(ValueError):
     """An internal record with an unknown tag: written by another version of distillwatch."""
 
 
-def encode_call(call: ApiCall) -> bytes:
-    return CALL_TAG + _encode(call)
+def partition_for(key: str, partitions: int) -> int:
+    """The internal-topic partition of an account id or link key (stable across processes)."""
+    return zlib.crc32(key.encode()) % partitions
+
+
+def group_by_partition(
+    items: Iterable[ApiCall] | Iterable[LinkObservation], key_of: str, partitions: int
+) -> dict[int, list[object]]:
+    """Items grouped by the partition of their `key_of` attribute, order kept within each."""
+    groups: dict[int, list[object]] = {}
+    for item in items:
+        p = partition_for(getattr(item, key_of), partitions)
+        group = groups.get(p)
+        if group is None:
+            groups[p] = [item]
+        else:
+            group.append(item)
+    return groups
+
+
+def encode_calls(calls: Sequence[object]) -> bytes:
+    return CALLS_TAG + _encode(calls)
 
 
 def encode_verdict(verdict: AnalystVerdict) -> bytes:
     return VERDICT_TAG + verdict.model_dump_json().encode()
 
 
-def decode_internal(value: bytes) -> ApiCall | AnalystVerdict:
-    """The call or verdict in an internal record."""
+def decode_by_account(value: bytes) -> list[ApiCall] | AnalystVerdict:
+    """The calls, or the verdict, of a by-account record."""
     tag, body = value[:1], memoryview(value)[1:]
-    if tag == CALL_TAG:
-        return _decode_call(body)
+    if tag == CALLS_TAG:
+        return _decode_calls(body)
     if tag == VERDICT_TAG:
         return AnalystVerdict.model_validate_json(bytes(body))
-    raise InternalRecordError(f"unknown internal record tag {tag!r}")
+    raise InternalRecordError(f"unknown by-account record tag {tag!r}")
+
+
+def encode_observations(observations: Sequence[object]) -> bytes:
+    return OBSERVATIONS_TAG + _encode(observations)
+
+
+def decode_observations(value: bytes) -> list[LinkObservation]:
+    if value[:1] != OBSERVATIONS_TAG:
+        raise InternalRecordError(f"expected link observations, got tag {value[:1]!r}")
+    return _decode_observations(memoryview(value)[1:])
+
+
+def encode_edges(edges: Sequence[LinkEdge]) -> bytes:
+    return EDGES_TAG + _encode(edges)
+
+
+def encode_tick(watermark: float) -> bytes:
+    """Event-time progress of one detect worker, for the clusterer's resolutions."""
+    return TICK_TAG + _encode(watermark)
+
+
+def decode_edges_or_tick(value: bytes) -> list[LinkEdge] | float:
+    tag, body = value[:1], memoryview(value)[1:]
+    if tag == EDGES_TAG:
+        return _decode_edges(body)
+    if tag == TICK_TAG:
+        return _decode_float(body)
+    raise InternalRecordError(f"unknown campaign-edge record tag {tag!r}")

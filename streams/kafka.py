@@ -9,7 +9,7 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streams.errors import ServerUnavailable
+from streams.errors import ConfigError, ServerUnavailable
 from streams.settings import Settings
 
 
@@ -33,6 +33,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic_dead_letters, "out: rejected input with its reason", p, big),
         TopicSpec(settings.topic_feedback, "in: analyst verdicts", p, {}),
         TopicSpec(settings.internal_topic_by_account, "internal: valid events by account", p, {}),
+        TopicSpec(settings.internal_topic_link_observations, "internal: link evidence by key",
+                  p, {}),
+        TopicSpec(settings.internal_topic_campaign_edges, "internal: links to cluster", 1, {}),
         # Faust's partition assignor elects its leader through this one-partition topic.
         TopicSpec(f"{settings.app_id}-__assignor-__leader", "internal: Faust assignor", 1, {}),
     ]
@@ -106,10 +109,24 @@ def check_reachable(settings: Settings, timeout_s: float = 10.0) -> int:
 
 
 def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
-    """Create the pipeline's topics that do not exist yet; return the names created."""
+    """Create the pipeline's topics that do not exist yet; return the names created.
+
+    Workers write internal records to explicit partitions, so an internal topic that
+    exists with another partition count than configured is an error, not a warning.
+    """
     check_reachable(settings)
     admin = admin_client(settings)
-    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    existing = admin.list_topics(timeout=timeout_s).topics
+    for spec in topic_specs(settings):
+        meta = existing.get(spec.name)
+        if meta is not None and spec.purpose.startswith("internal") and (
+            len(meta.partitions) != spec.partitions
+        ):
+            raise ConfigError(
+                f"internal topic {spec.name} has {len(meta.partitions)} partitions, the"
+                f" configuration wants {spec.partitions} (DISTILLWATCH_TOPIC_PARTITIONS);"
+                " use another DISTILLWATCH_APP_ID or delete the topic"
+            )
     missing = [spec for spec in topic_specs(settings) if spec.name not in existing]
     if not missing:
         return []

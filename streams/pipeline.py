@@ -1,12 +1,19 @@
 """The Faust application: agents that move API-call events through the detection core.
 
     api-calls ──ingest──► <app>-api-calls-by-account ──detect──► distillation-alerts
-         │                 (valid events, keyed by account)   └──► ClickHouse (aggregates, alerts)
-         └──► api-calls-dlq (rejected input, with its reason)      ClickHouse (dead letters)
+        │    alert-feedback ──feedback──┘  (events and verdicts)  │     + ClickHouse
+        └──► api-calls-dlq                                        ▼
+                 <app>-link-observations (by link key) ──link──► <app>-campaign-edges
+                                                       (1 partition) ──cluster──► alerts
 
 `ingest` validates at the edge and re-keys valid events by account, so that whichever
 partition a producer wrote to, every event of an account meets that account's state on
-one worker. `detect` runs the detection core in event time and emits alerts.
+one worker. `detect` runs the detection core in event time, emits account alerts, and
+reports each account's link keys (TLS and payment fingerprints, network, templates, ...)
+keyed by the link key, so that evidence about one key meets in one place (`link`). The
+weighted links go to a one-partition topic, where one `cluster` agent merges accounts
+into campaigns and raises `campaign` alerts. Detect workers also send their event-time
+progress (ticks) there, so quiet campaigns resolve.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,13 +34,28 @@ import faust
 from clickhouse_connect.driver.client import Client
 
 from models.engine import DetectionEngine
+from models.linking.clusters import CampaignClusters
+from models.linking.evidence import KeyEvidence, LinkEdge
+from models.linking.observe import LinkObservation, LinkObserver
+from models.linking.suspicion import LinkingSuspicion
 from models.records import ApiCall
 from schemas.alert import Alert
 from schemas.decode import Rejection, decode_api_calls, decode_verdict
 from schemas.feedback import AnalystVerdict
 from streams.clickhouse import connect, migrate, query_rows
 from streams.deadletter import dead_letter
-from streams.internal import decode_internal, encode_call, encode_verdict
+from streams.internal import (
+    decode_by_account,
+    decode_edges_or_tick,
+    decode_observations,
+    encode_calls,
+    encode_edges,
+    encode_observations,
+    encode_tick,
+    encode_verdict,
+    group_by_partition,
+    partition_for,
+)
 from streams.kafka import faust_credentials
 from streams.settings import Settings, redact_url
 from streams.sinks import ClickHouseSink
@@ -41,6 +64,12 @@ log = logging.getLogger(__name__)
 
 TAKE_MAX = 2_000  # records handed to an agent at once
 TAKE_WITHIN_S = 0.05  # ... or whatever arrived within this many seconds (wall clock)
+TICK_EVERY_S = 60.0  # event-time seconds between a detect worker's ticks to the clusterer
+# Event-time seconds the clusterer stays behind the latest tick: links found by the link
+# stage reach it after the tick of the calls they came from.
+CLUSTER_LATENESS_S = 120.0
+EXPIRE_EVERY_S = 600.0  # event-time seconds between sweeps of idle linking state
+ACCOUNT_IDLE_S = 7 * 86400.0  # an account silent this long is forgotten by the link observer
 LOG_FIRST_DEAD_LETTERS = 20
 
 
@@ -63,6 +92,11 @@ def engine_from_settings(settings: Settings) -> DetectionEngine:
     return DetectionEngine(fire_threshold=settings.fire_threshold, quiet_s=settings.quiet_s)
 
 
+def next_boundary(ts: float, every_s: float) -> float:
+    """The first multiple of `every_s` after `ts` (event-time seconds)."""
+    return (math.floor(ts / every_s) + 1) * every_s
+
+
 def stamp(alert: Alert) -> Alert:
     """The alert with `detected_at` set to now (wall clock): the moment it is emitted."""
     return alert.model_copy(update={"detected_at": datetime.now(UTC)})
@@ -75,6 +109,15 @@ class Pipeline:
         self.settings = settings
         self.engine = engine or engine_from_settings(settings)
         self.stats = PipelineStats()
+        # Campaign linking: each stage's state lives where its partitions are.
+        self.observer = LinkObserver()
+        self.suspicion = LinkingSuspicion()
+        self.evidence = KeyEvidence()
+        self.clusters = CampaignClusters()
+        self.cluster_watermark = -math.inf
+        self._next_tick = -math.inf
+        self._next_observer_expiry = -math.inf
+        self._next_evidence_expiry = -math.inf
         self.watermark = 0.0  # max event time (epoch seconds) this worker has seen
         self._dead_lettered = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
@@ -112,11 +155,16 @@ class Pipeline:
         self.alerts_topic = app.topic(s.topic_alerts, value_serializer="raw")
         self.dead_letters = app.topic(s.topic_dead_letters, value_serializer="raw")
         self.feedback = app.topic(s.topic_feedback, value_serializer="raw")
+        self.observations = app.topic(s.internal_topic_link_observations, value_serializer="raw")
+        self.edges = app.topic(s.internal_topic_campaign_edges, value_serializer="raw")
 
         app.agent(self.api_calls, name="ingest")(self._ingest)
         app.agent(self.by_account, name="detect")(self._detect)
         app.agent(self.feedback, name="feedback")(self._feedback)
+        app.agent(self.observations, name="link")(self._link)
+        app.agent(self.edges, name="cluster")(self._cluster)
         app.timer(s.clickhouse_flush_interval_s)(self._flush_timer)
+        app.task(self._quiet_library_loggers)
         pipeline = self
 
         class HealthView(faust.web.View):
@@ -135,71 +183,142 @@ class Pipeline:
     # -- agents ---------------------------------------------------------------------------
 
     async def _ingest(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        """Validate input at the edge; dead-letter what is bad; re-key the rest by account,
+        one internal record per destination partition per batch."""
         stats, topic = self.stats, self.settings.topic_api_calls
-        send_event = self.by_account.send
+        partitions = self.settings.topic_partitions
         async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
+            calls: list[ApiCall] = []
             for record in batch:
                 stats.records_in += 1
-                message = record.message
                 events, rejections = decode_api_calls(record.value)
                 for rejection in rejections:
-                    await self._dead_letter(rejection, topic, message)
+                    await self._dead_letter(rejection, topic, record.message)
                 stats.rejected += len(rejections)
                 stats.events_valid += len(events)
-                for event in events:
-                    call = ApiCall.from_event(event)
-                    await send_event(key=call.account_id.encode(), value=encode_call(call))
-            yield None
-
-    async def _detect(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        engine, stats = self.engine, self.stats
-        topic = self.settings.internal_topic_by_account
-        async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
-            sink = self.sink
-            watermark = self.watermark
-            for record in batch:
-                try:
-                    call = decode_internal(record.value)
-                    if isinstance(call, AnalystVerdict):
-                        for alert in engine.apply_verdict(
-                            call.tenant_id, call.account_id, call.verdict, call.ts.timestamp()
-                        ):
-                            await self._emit(alert)
-                        stats.verdicts += 1
-                        continue
-                    stats.events_detected += 1
-                    alerts = engine.process(call)
-                except Exception as exc:  # a defect must not stop the pipeline or lose the event
-                    log.exception("failed to process an event; dead-lettering it")
-                    await self._dead_letter(
-                        Rejection("processing_error", f"{type(exc).__name__}: {exc}",
-                                  record.value or b""),
-                        topic, record.message,
-                    )
-                    continue
-                for alert in alerts:
-                    await self._emit(alert)
-                if sink is not None:
-                    sink.add_call(call, engine.last_score)
-                if call.ts > watermark:
-                    watermark = call.ts
-            self.watermark = watermark
-            for alert in engine.advance(watermark):
-                await self._emit(alert)
+                calls.extend(ApiCall.from_event(event) for event in events)
+            for partition, group in group_by_partition(calls, "account_id", partitions).items():
+                await self.by_account.send(value=encode_calls(group), partition=partition)
             yield None
 
     async def _feedback(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        """Analyst verdicts, re-keyed by account to meet the account's state in `detect`."""
-        topic = self.settings.topic_feedback
+        """Analyst verdicts, sent to the partition that holds the account's state."""
+        topic, partitions = self.settings.topic_feedback, self.settings.topic_partitions
         async for record in stream.events():
             verdict = decode_verdict(record.value)
             if isinstance(verdict, Rejection):
                 await self._dead_letter(verdict, topic, record.message)
                 continue
             await self.by_account.send(
-                key=verdict.account_id.encode(), value=encode_verdict(verdict)
+                value=encode_verdict(verdict),
+                partition=partition_for(verdict.account_id, partitions),
             )
             yield None
+
+    async def _detect(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        """The detection core, in event time: account alerts, aggregates, link evidence."""
+        engine, stats = self.engine, self.stats
+        topic = self.settings.internal_topic_by_account
+        partitions = self.settings.topic_partitions
+        async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
+            sink = self.sink
+            watermark = self.watermark
+            observations: list[LinkObservation] = []
+            for record in batch:
+                try:
+                    item = decode_by_account(record.value)
+                    if isinstance(item, AnalystVerdict):
+                        for alert in engine.apply_verdict(
+                            item.tenant_id, item.account_id, item.verdict, item.ts.timestamp()
+                        ):
+                            await self._emit(alert)
+                        stats.verdicts += 1
+                        continue
+                except Exception as exc:  # a defect must not stop the pipeline or lose data
+                    await self._processing_error(exc, record.value, topic, record.message)
+                    continue
+                for call in item:
+                    try:
+                        alerts = engine.process(call)
+                        suspicion = self.suspicion.update(call, engine.last_suspicion)
+                        observations.extend(self.observer.observe(call, suspicion))
+                    except Exception as exc:
+                        await self._processing_error(
+                            exc, encode_calls([call]), topic, record.message)
+                        continue
+                    for alert in alerts:
+                        await self._emit(alert)
+                    if sink is not None:
+                        sink.add_call(call, engine.last_score)
+                    if call.ts > watermark:
+                        watermark = call.ts
+                stats.events_detected += len(item)
+            groups = group_by_partition(observations, "hub", partitions)
+            for partition, group in groups.items():
+                await self.observations.send(value=encode_observations(group),
+                                             partition=partition)
+            self.watermark = watermark
+            for alert in engine.advance(watermark):
+                await self._emit(alert)
+            if watermark >= self._next_tick:
+                await self.edges.send(value=encode_tick(watermark), partition=0)
+                self._next_tick = next_boundary(watermark, TICK_EVERY_S)
+            if watermark >= self._next_observer_expiry:
+                self.observer.expire(watermark, ACCOUNT_IDLE_S)
+                self._next_observer_expiry = next_boundary(watermark, EXPIRE_EVERY_S)
+            yield None
+
+    async def _link(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        """Evidence per link key: which accounts share it, and how much that means."""
+        evidence, topic = self.evidence, self.settings.internal_topic_link_observations
+        watermark = -math.inf
+        async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
+            edges: list[LinkEdge] = []
+            for record in batch:
+                try:
+                    for observation in decode_observations(record.value):
+                        edges.extend(evidence.add(observation))
+                        if observation.ts > watermark:
+                            watermark = observation.ts
+                except Exception as exc:  # a defect must not stop linking
+                    await self._processing_error(exc, record.value, topic, record.message)
+            if edges:
+                await self.edges.send(value=encode_edges(edges), partition=0)
+            if watermark >= self._next_evidence_expiry:
+                evidence.expire(watermark)
+                self._next_evidence_expiry = next_boundary(watermark, EXPIRE_EVERY_S)
+            yield None
+
+    async def _cluster(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        """Merge linked accounts into campaigns; raise, grow and resolve `campaign` alerts."""
+        clusters, topic = self.clusters, self.settings.internal_topic_campaign_edges
+        async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
+            latest = self.cluster_watermark
+            for record in batch:
+                try:
+                    item = decode_edges_or_tick(record.value)
+                    if isinstance(item, float):
+                        latest = max(latest, item)
+                    else:
+                        for edge in item:
+                            clusters.add(edge)
+                except Exception as exc:
+                    await self._processing_error(exc, record.value, topic, record.message)
+            self.cluster_watermark = latest
+            if latest > -math.inf:
+                for alert in clusters.advance(latest - CLUSTER_LATENESS_S):
+                    await self._emit(alert)
+            if self.sink is not None:
+                for member in clusters.drain_member_changes():
+                    self.sink.add_campaign_member(member, latest)
+            yield None
+
+    async def _processing_error(
+        self, exc: Exception, value: bytes | None, topic: str, message: Any
+    ) -> None:
+        log.exception("failed to process a record of %s; dead-lettering it", topic)
+        rejection = Rejection("processing_error", f"{type(exc).__name__}: {exc}", value or b"")
+        await self._dead_letter(rejection, topic, message)
 
     async def _dead_letter(self, rejection: Rejection, topic: str, message: Any) -> None:
         value, headers, envelope = dead_letter(
@@ -231,8 +350,9 @@ class Pipeline:
         if self.sink is not None:
             self.sink.add_alert(alert)
         log.info(
-            "alert %s %s %s score=%.2f %s", alert.status, alert.severity, alert.dedup_key,
-            alert.score, "; ".join(r.detail for r in alert.reasons),
+            "alert %s %s %s score=%.2f accounts=%d %s", alert.status, alert.severity,
+            alert.dedup_key, alert.score, len(alert.accounts),
+            "; ".join(r.detail for r in alert.reasons)[:500],
         )
 
     # -- ClickHouse -----------------------------------------------------------------------
@@ -262,6 +382,13 @@ class Pipeline:
             await loop.run_in_executor(self._executor, self.sink.flush)
         except Exception as exc:  # keep running: the rows stay buffered for the next flush
             log.error("ClickHouse flush failed, will retry: %s", exc)
+
+    async def _quiet_library_loggers(self) -> None:
+        """Hold the Kafka libraries' loggers to the worker's level: they build debug records
+        on every send otherwise (3-5% of a worker's time, bench/PROFILE.md)."""
+        level = logging.getLevelName(self.settings.log_level.replace("warn", "warning").upper())
+        for name in ("aiokafka", "faust", "mode"):
+            logging.getLogger(name).setLevel(max(level, logging.INFO))
 
     async def _flush_timer(self) -> None:
         await self._flush()
@@ -318,6 +445,7 @@ class Pipeline:
             "verdicts": s.verdicts,
             "failed": s.failed,
             "accounts_tracked": self.engine.accounts_tracked,
+            "open_campaigns": len(self.clusters.open_campaigns),
             "watermark": self.watermark,
             "clickhouse_rows_written": dict(self.sink.rows_written) if self.sink else {},
             "clickhouse_pending": self.sink.pending if self.sink else None,

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import IO
 
 from models.engine import DetectionEngine
+from models.linking.linker import CampaignLinker
+from models.linking.suspicion import LinkingSuspicion
 from models.records import ApiCall
 from schemas.alert import Alert
 from schemas.decode import Rejection, decode_jsonl_events
@@ -52,24 +54,31 @@ def read_calls(
 def replay(
     engine: DetectionEngine,
     calls: list[ApiCall],
+    linker: CampaignLinker | None = None,
     on_progress: Callable[[int], object] | None = None,
 ) -> Iterator[Alert]:
-    """Alerts of the engine over the calls, taken in event-time order (stable for ties).
+    """Alerts of the engine (and of the campaign linker, if given) over the calls, taken in
+    event-time order (stable for ties): the streaming pipeline's stages, in one process.
 
     `on_progress(n)` is called with the number of events done since its last call.
     """
     calls.sort(key=lambda c: c.ts)
     process, advance = engine.process, engine.advance
+    suspicion = LinkingSuspicion()
     next_sweep = calls[0].ts + ADVANCE_EVERY_S if calls else 0.0
     for i, call in enumerate(calls, start=1):
         if on_progress is not None and i % 10_000 == 0:
             on_progress(10_000)
         yield from process(call)
+        if linker is not None:
+            yield from linker.observe(call, suspicion.update(call, engine.last_suspicion))
         if call.ts >= next_sweep:
             yield from advance(call.ts)
             next_sweep = call.ts + ADVANCE_EVERY_S
     if calls:
         yield from advance(calls[-1].ts)
+        if linker is not None:
+            yield from linker.advance(calls[-1].ts)
 
 
 def score_file(
@@ -77,6 +86,7 @@ def score_file(
     output: IO[str],
     engine: DetectionEngine,
     *,
+    linker: CampaignLinker | None = None,
     stamp_wall_clock: bool = True,
     progress: bool = True,
 ) -> ReplayReport:
@@ -102,7 +112,7 @@ def score_file(
         total=len(calls), unit="ev", desc="scoring", disable=not progress, file=sys.stderr,
         mininterval=0.5,
     ) as bar:
-        for alert in replay(engine, calls, on_progress=bar.update):
+        for alert in replay(engine, calls, linker, on_progress=bar.update):
             if stamp_wall_clock:
                 alert = stamp(alert)
             output.write(alert.model_dump_json())

@@ -141,6 +141,16 @@ class Settings(BaseSettings):
         """Valid events re-keyed by account, so each account's state lives on one worker."""
         return f"{self.app_id}-api-calls-by-account"
 
+    @property
+    def internal_topic_link_observations(self) -> str:
+        """Link evidence keyed by link key, so every account sharing a key meets in one place."""
+        return f"{self.app_id}-link-observations"
+
+    @property
+    def internal_topic_campaign_edges(self) -> str:
+        """Weighted account-to-key links and event-time ticks, one partition: one clusterer."""
+        return f"{self.app_id}-campaign-edges"
+
 
 def redact_url(url: str) -> str:
     """The URL with any password replaced, fit for logs."""

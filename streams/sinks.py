@@ -16,6 +16,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from models.linking.clusters import CampaignMember
 from models.records import ApiCall
 from schemas.alert import Alert
 from schemas.deadletter import DeadLetter
@@ -31,6 +32,9 @@ ALERT_COLUMNS = [
     "alert_id", "dedup_key", "kind", "status", "severity", "score", "tenant_id", "account_id",
     "campaign_id", "accounts", "event_time", "detected_at", "first_event_time", "signals",
     "reasons", "alert_json",
+]
+MEMBER_COLUMNS = [
+    "campaign_id", "tenant_id", "account_id", "since", "until", "link_kinds", "updated",
 ]
 DEAD_LETTER_COLUMNS = [
     "rejected_at", "kind", "reason", "source_topic", "partition", "offset", "batch_index",
@@ -96,6 +100,16 @@ def alert_row(alert: Alert) -> list[Any]:
     ]
 
 
+def member_row(member: CampaignMember, updated: float) -> list[Any]:
+    def utc(ts: float | None) -> datetime | None:
+        return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+    return [
+        member.campaign_id, member.tenant_id, member.account_id, utc(member.since),
+        utc(member.until), list(member.link_kinds), utc(updated),
+    ]
+
+
 def dead_letter_row(letter: DeadLetter) -> list[Any]:
     return [
         letter.rejected_at, letter.kind, letter.reason, letter.source_topic, letter.partition,
@@ -117,7 +131,10 @@ class ClickHouseSink:
         self._minutes: dict[MinuteKey, MinuteAggregate] = {}
         self._alerts: list[list[Any]] = []
         self._dead_letters: list[list[Any]] = []
-        self.rows_written = {"account_minute": 0, "alerts": 0, "dead_letters": 0}
+        self._members: list[list[Any]] = []
+        self.rows_written = {
+            "account_minute": 0, "alerts": 0, "dead_letters": 0, "campaign_members": 0,
+        }
         self.flushes = 0
 
     def add_call(self, call: ApiCall, score: float) -> None:
@@ -132,6 +149,11 @@ class ClickHouseSink:
         with self._lock:
             self._alerts.append(alert_row(alert))
 
+    def add_campaign_member(self, member: CampaignMember, updated: float) -> None:
+        """A change of membership, as of event time `updated` (seconds)."""
+        with self._lock:
+            self._members.append(member_row(member, updated))
+
     def add_dead_letter(self, letter: DeadLetter) -> None:
         with self._lock:
             self._dead_letters.append(dead_letter_row(letter))
@@ -139,7 +161,10 @@ class ClickHouseSink:
     @property
     def pending(self) -> int:
         with self._lock:
-            return len(self._minutes) + len(self._alerts) + len(self._dead_letters)
+            return (
+                len(self._minutes) + len(self._alerts) + len(self._dead_letters)
+                + len(self._members)
+            )
 
     def flush(self) -> int:
         """Write everything buffered; return rows written. On failure, keep the rows."""
@@ -147,6 +172,7 @@ class ClickHouseSink:
             minutes, self._minutes = self._minutes, {}
             alerts, self._alerts = self._alerts, []
             dead_letters, self._dead_letters = self._dead_letters, []
+            members, self._members = self._members, []
         written = 0
         try:
             if minutes:
@@ -177,8 +203,15 @@ class ClickHouseSink:
                 self.rows_written["dead_letters"] += len(dead_letters)
                 written += len(dead_letters)
                 dead_letters = []
+            if members:
+                self.client.insert(
+                    f"{self.database}.campaign_members", members, column_names=MEMBER_COLUMNS
+                )
+                self.rows_written["campaign_members"] += len(members)
+                written += len(members)
+                members = []
         except Exception:
-            self._restore(minutes, alerts, dead_letters)
+            self._restore(minutes, alerts, dead_letters, members)
             raise
         finally:
             self.flushes += 1
@@ -189,6 +222,7 @@ class ClickHouseSink:
         minutes: dict[MinuteKey, MinuteAggregate],
         alerts: list[list[Any]],
         dead_letters: list[list[Any]],
+        members: list[list[Any]],
     ) -> None:
         with self._lock:
             for key, agg in minutes.items():
@@ -199,3 +233,4 @@ class ClickHouseSink:
                     current.merge(agg)
             self._alerts[:0] = alerts
             self._dead_letters[:0] = dead_letters
+            self._members[:0] = members

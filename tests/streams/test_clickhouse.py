@@ -29,7 +29,7 @@ def client(tmp_path: Path) -> Iterator[Any]:
 def test_migrations_apply_once_and_are_idempotent(client: Any) -> None:
     assert migrate(client, "dw") == SCHEMA_VERSION
     assert migrate(client, "dw") == SCHEMA_VERSION
-    _, rows = query_rows(client, "SELECT version FROM dw.schema_migrations FINAL")
+    _, rows = query_rows(client, "SELECT version FROM dw.schema_migrations FINAL ORDER BY version")
     assert [r[0] for r in rows] == list(range(1, SCHEMA_VERSION + 1))
     _, tables = query_rows(client, "SELECT name FROM system.tables WHERE database = 'dw'")
     assert {"account_minute", "alerts", "dead_letters"} <= {t[0] for t in tables}

@@ -1,0 +1,520 @@
+"""End-to-end throughput, latency and memory of distillwatch workers on the real broker.
+
+Each scenario gets its own topics, consumer group and state directory. It pre-produces
+N events to the input topic (single-event records keyed by account, or JSON arrays of
+`--batch` events), starts `python -m streams worker` (or the naive reference,
+`python -m bench.naive_app worker`), and polls the worker's `/health/` every 0.1 s:
+
+- **events/s**: N / (time from the first record consumed to `events_detected` == N with
+  `clickhouse_pending` == 0, i.e. input consumed, alerts sent, aggregates written);
+  `steady ev/s` is the slope between 10 % and 90 % of N;
+- **CPU s/M**: user + system CPU seconds of the worker process (all threads, from /proc)
+  over that interval, per million events;
+- **peak RSS** (VmHWM), and **B/acct**: (RSS after the drain - RSS when the worker first
+  answered) / `accounts_tracked`; the scaling table also gives the marginal bytes per
+  account against the 1-account run;
+- **CH rows/s**: ClickHouse rows written (all tables) per second of the drain;
+- **p50/p99 ms** (`--latency-s` > 0): after the drain, a paced stream at half the measured
+  rate, with a harvester (an account sending 60 reasoning-trace requests, which alerts at
+  its 50th) every `harvest_every` events; latency is from the wall-clock send time of
+  the event whose `ts` equals the alert's `event_time` to the alert's arrival at a
+  consumer of the alert topic. Batched runs send the paced stream as a gateway flushing
+  every 100 ms, so their latency includes the gateway's wait.
+
+Scenarios: distillwatch and the naive reference with single-event and batched records
+(K = `--accounts-main` accounts); distillwatch batched with 1, 10^4, 10^5 and 10^6
+accounts (N = max(events, K)); two distillwatch workers in one consumer group, with the
+check that every account is counted on exactly one worker (`accounts_tracked` summed
+against distinct accounts, and each worker's ClickHouse `account_minute` queried after
+stopping for accounts present on both).
+
+    python -m bench.throughput                 # full run (15 min at 2k events/s, mostly 10^6)
+    python -m bench.throughput --quick         # about 2-3 minutes
+    python -m bench.throughput --only single,batch --events 300000 --py-spy .data/prof
+
+Needs KAFKA_BOOTSTRAP_SERVERS (default 127.0.0.1:9092). Topics are deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: E402
+
+from bench._traffic import TrafficPlan, paced, preproduce  # noqa: E402
+from bench._worker import (  # noqa: E402
+    Worker,
+    cpu_seconds,
+    deployment_env,
+    memory,
+    start_worker,
+)
+from streams.kafka import admin_client, ensure_topics, topic_specs  # noqa: E402
+from streams.settings import Settings  # noqa: E402
+
+MODULES = {"distillwatch": "streams", "naive": "bench.naive_app",
+           "prototype": "bench._prototype_app", "tuned": "bench._tuned_worker"}
+STALL_S = 90.0
+
+
+@dataclass
+class Result:
+    name: str
+    app: str
+    batch: int
+    accounts: int
+    events: int
+    workers: int = 1
+    produce_s: float = 0.0
+    startup_s: float = 0.0  # first answer on /health/ to first record consumed
+    drain_s: float = 0.0
+    events_per_s: float = 0.0
+    steady_per_s: float = 0.0
+    cpu_s_per_m: float = 0.0
+    cpu_util: float = 0.0  # CPU seconds per wall second during the drain
+    peak_rss: int = 0
+    rss_ready: int = 0
+    rss_end: int = 0
+    accounts_tracked: int = 0
+    distinct_accounts: int = 0
+    ch_rows: int = 0
+    ch_rows_per_s: float = 0.0
+    alerts: int = 0
+    latency_rate: float = 0.0
+    latency_sent: int = 0
+    latency_matched: int = 0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    max_ms: float | None = None
+    per_worker: list[dict[str, Any]] = field(default_factory=list)
+    overlap_accounts: int | None = None
+    error: str | None = None
+
+    @property
+    def bytes_per_account(self) -> float:
+        return (self.rss_end - self.rss_ready) / max(self.accounts_tracked, 1)
+
+
+# -- one scenario ------------------------------------------------------------------------
+
+
+class AlertListener(threading.Thread):
+    """Reads the alert topic from the beginning; records (event_time ms, arrival wall time)."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
+        super().__init__(daemon=True)
+        self.consumer = Consumer({
+            "bootstrap.servers": bootstrap, "group.id": f"bench-alerts-{os.getpid()}-{topic}",
+            "enable.auto.commit": False, "fetch.wait.max.ms": 5,
+            "fetch.min.bytes": 1,
+        })
+        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
+                              for p in range(partitions)])
+        self.arrivals: list[tuple[int, float]] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            message = self.consumer.poll(0.05)
+            if message is None or message.error():
+                continue
+            arrived = time.time()
+            try:
+                event_time = json.loads(message.value())["event_time"]
+                ms = round(datetime.fromisoformat(event_time).timestamp() * 1000)
+            except (ValueError, KeyError, TypeError):
+                continue
+            self.arrivals.append((ms, arrived))
+        self.consumer.close()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(10)
+
+
+class Profiler:
+    """py-spy recording a worker in collapsed-stack format until stopped."""
+
+    def __init__(self, pid: int, path: Path, native: bool = False) -> None:
+        exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        args = [exe, "record", "--pid", str(pid), "--format", "raw", "-o", str(path),
+                "--rate", "200", "--threads", "--nonblocking"]
+        if native:
+            args.append("--native")
+        self.path = path
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def _health_total(workers: list[Worker]) -> dict[str, Any] | None:
+    total: dict[str, Any] = {"records_in": 0, "events_detected": 0, "accounts_tracked": 0,
+                             "clickhouse_pending": 0, "ch_rows": 0, "alerts": 0}
+    for w in workers:
+        h = w.health()
+        if h is None:
+            if not w.alive():
+                raise RuntimeError(f"{w.name} died:\n{w.log()[-3000:]}")
+            return None
+        total["records_in"] += h.get("records_in", 0)
+        total["events_detected"] += h.get("events_detected", 0)
+        total["accounts_tracked"] += h.get("accounts_tracked", 0)
+        total["clickhouse_pending"] += h.get("clickhouse_pending") or 0
+        total["ch_rows"] += sum((h.get("clickhouse_rows_written") or {}).values())
+        total["alerts"] += h.get("alerts", 0)
+    return total
+
+
+def _wait_for(workers: list[Worker], target: int, result: Result | None = None,
+              on_first: Any = None) -> tuple[float, float, dict[str, Any]]:
+    """Poll until `target` events are detected and ClickHouse has nothing pending.
+
+    Returns (time of the first record consumed, time done, last totals); fills the
+    steady rate into `result`."""
+    first: float | None = None
+    marks: dict[str, float] = {}
+    last_progress, last_count = time.monotonic(), -1
+    while True:
+        now = time.monotonic()
+        h = _health_total(workers)
+        if h is None:
+            time.sleep(0.1)
+            continue
+        if first is None and (h["records_in"] > 0 or h["events_detected"] > 0):
+            first = now
+            if on_first:
+                on_first()
+        n = h["events_detected"]
+        if "p10" not in marks and n >= 0.1 * target:
+            marks["p10"] = now
+        if "p90" not in marks and n >= 0.9 * target:
+            marks["p90"] = now
+            if result is not None and "p10" in marks and marks["p90"] > marks["p10"]:
+                result.steady_per_s = 0.8 * target / (marks["p90"] - marks["p10"])
+        if n >= target and h["clickhouse_pending"] == 0:
+            return first or now, now, h
+        if n != last_count:
+            last_count, last_progress = n, now
+        elif now - last_progress > STALL_S:
+            raise RuntimeError(f"stalled at {n:,}/{target:,} events for {STALL_S:.0f}s")
+        time.sleep(0.1)
+
+
+def run_scenario(args: argparse.Namespace, name: str, app: str, batch: int, accounts: int,
+                 events: int, workers: int = 1, latency_s: float = 0.0) -> Result:
+    result = Result(name=name, app=app, batch=batch, accounts=accounts, events=events,
+                    workers=workers)
+    bootstrap = args.bootstrap
+    workdir = Path(tempfile.mkdtemp(prefix=f"dw-bench-{name}-", dir=args.workdir))
+    env = deployment_env(bootstrap, workdir, name.replace("_", "-"))
+    settings = Settings.model_validate(env)
+    ensure_topics(settings)
+    plan = TrafficPlan(accounts=accounts, harvest_every=args.harvest_every, run=name[:3])
+    started: list[Worker] = []
+    profiler: Profiler | None = None
+    try:
+        produced = preproduce(bootstrap, settings.topic_api_calls, plan, 0, events, batch)
+        if produced.failed:
+            raise RuntimeError(f"{produced.failed} records failed to produce")
+        result.produce_s = produced.seconds
+        result.distinct_accounts = plan.distinct_accounts(0, events)
+        for i in range(workers):
+            started.append(start_worker(f"{app}-{i}", MODULES[app], env, workdir))
+        ready_at = max(time.monotonic() for w in started if w.wait_ready())
+        result.rss_ready = sum(memory(w.pid)[0] for w in started)
+        cpu0: list[float] = []
+
+        def on_first() -> None:
+            nonlocal profiler
+            cpu0.extend(cpu_seconds(w.pid) for w in started)
+            if args.py_spy and app != "naive" and workers == 1:
+                profiler = Profiler(started[0].pid, Path(args.py_spy) / f"{name}.txt",
+                                    native=args.py_spy_native)
+
+        first, done, h = _wait_for(started, events, result, on_first)
+        if profiler is not None:
+            profiler.stop()
+        cpu1 = [cpu_seconds(w.pid) for w in started]
+        result.startup_s = first - ready_at
+        result.drain_s = max(done - first, 0.1)  # 0.1 s: the polling period
+        result.events_per_s = events / result.drain_s
+        result.cpu_s_per_m = (sum(cpu1) - sum(cpu0)) / events * 1e6
+        result.cpu_util = (sum(cpu1) - sum(cpu0)) / result.drain_s
+        mems = [memory(w.pid) for w in started]
+        result.rss_end = sum(m[0] for m in mems)
+        result.peak_rss = max(m[1] for m in mems)
+        result.accounts_tracked = h["accounts_tracked"]
+        result.ch_rows = h["ch_rows"]
+        result.ch_rows_per_s = h["ch_rows"] / result.drain_s
+        result.alerts = h["alerts"]
+        if workers > 1:
+            for w in started:
+                wh = w.health() or {}
+                result.per_worker.append({k: wh.get(k) for k in (
+                    "events_detected", "accounts_tracked", "records_in", "partitions")})
+        if latency_s > 0:
+            _measure_latency(args, result, settings, plan, started, events, batch, latency_s)
+    except Exception as exc:  # one failed scenario must not lose the others' figures
+        result.error = f"{type(exc).__name__}: {exc}"[:2000]
+    finally:
+        if profiler is not None:
+            profiler.stop()
+        for w in started:
+            w.stop()
+        if workers > 1 and result.error is None and app == "distillwatch":
+            try:
+                result.overlap_accounts = _overlap(started)
+            except Exception as exc:
+                result.error = f"overlap query failed: {exc}"[:2000]
+        _delete_topics(settings)
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return result
+
+
+def _measure_latency(args: argparse.Namespace, result: Result, settings: Settings,
+                     plan: TrafficPlan, workers: list[Worker], start: int, batch: int,
+                     seconds: float) -> None:
+    rate = max(100.0, result.events_per_s / 2)
+    listener = AlertListener(args.bootstrap, settings.topic_alerts, settings.topic_partitions)
+    listener.start()
+    paced_plan = TrafficPlan(accounts=plan.accounts, harvest_every=args.latency_harvest_every,
+                             run=f"L{plan.run}")
+    # A gateway flushing every 100 ms (batched runs) or one record per event.
+    paced_batch = 1 if batch <= 1 else max(1, min(batch, int(rate / 10)))
+    sent = paced(args.bootstrap, settings.topic_api_calls, paced_plan, start, rate, seconds,
+                 batch=paced_batch)
+    _wait_for(workers, start + sent.events)
+    time.sleep(2.0)  # alerts of the last events: sent before the counters moved, in flight
+    listener.stop()
+    arrivals = dict(listener.arrivals)
+    latencies = sorted((arrivals[ts] - at) * 1000 for ts, at in sent.sent_at.items()
+                       if ts in arrivals)
+    result.latency_rate = sent.events / sent.seconds
+    result.latency_sent = len(sent.sent_at) // paced_plan.harvest_len  # harvesters that alert
+    result.latency_matched = len(latencies)
+    if latencies:
+        result.p50_ms = statistics.median(latencies)
+        result.p99_ms = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+        result.max_ms = latencies[-1]
+
+
+def _overlap(workers: list[Worker]) -> int:
+    """Accounts present in the ClickHouse of more than one worker (queried after stopping)."""
+    seen: list[set[str]] = []
+    for w in workers:
+        out = subprocess.run(
+            [sys.executable, "-m", "streams", "sql", "--format", "tsv",
+             "SELECT DISTINCT concat(tenant_id, ':', account_id) FROM distillwatch.account_minute"],
+            env=w.env, cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr[-1000:])
+        seen.append(set(out.stdout.splitlines()[1:]))
+    counts: dict[str, int] = {}
+    for accounts in seen:
+        for account in accounts:
+            counts[account] = counts.get(account, 0) + 1
+    return sum(1 for c in counts.values() if c > 1)
+
+
+def _delete_topics(settings: Settings) -> None:
+    try:
+        admin = admin_client(settings)  # must outlive the futures, or the request is dropped
+        futures = admin.delete_topics([s.name for s in topic_specs(settings)],
+                                      operation_timeout=30)
+        for future in futures.values():
+            with contextlib.suppress(Exception):
+                future.result(30)
+    except Exception:
+        pass
+
+
+# -- the whole run -----------------------------------------------------------------------
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.0f}"
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:,.0f}"
+
+
+def format_table(results: list[Result]) -> str:
+    head = ["scenario", "app", "records", "accounts", "events", "wk", "events/s", "steady/s",
+            "CPU s/M", "CPU%", "peak RSS MiB", "B/acct", "CH rows/s", "alerts",
+            "lat. rate/s", "p50 ms", "p99 ms"]
+    rows = []
+    for r in results:
+        if r.error:
+            rows.append([r.name, r.app, "", "", f"{r.events:,}", str(r.workers),
+                         f"ERROR: {r.error.splitlines()[0][:80]}"] + [""] * 10)
+            continue
+        rows.append([
+            r.name, r.app, "single" if r.batch <= 1 else f"batch {r.batch:,}",
+            f"{r.accounts:,}", f"{r.events:,}", str(r.workers), f"{r.events_per_s:,.0f}",
+            f"{r.steady_per_s:,.0f}", f"{r.cpu_s_per_m:,.0f}", f"{100 * r.cpu_util:.0f}",
+            _mib(r.peak_rss), f"{r.bytes_per_account:,.0f}", f"{r.ch_rows_per_s:,.0f}",
+            f"{r.alerts:,}",
+            f"{r.latency_rate:,.0f}" if r.latency_rate else "-", _ms(r.p50_ms), _ms(r.p99_ms),
+        ])
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=True)]
+    lines = [" | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
+    lines.append("-+-".join("-" * w for w in widths))
+    for row in rows:
+        lines.append(" | ".join(str(c).rjust(w) if i >= 3 else str(c).ljust(w)
+                                for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+    return "\n".join(lines)
+
+
+def notes(results: list[Result]) -> list[str]:
+    out = []
+    by = {r.name: r for r in results if not r.error}
+    for kind in ("single", "batch"):
+        d = by.get(f"dw_{kind}")
+        for other in ("naive", "tuned", "proto"):
+            n = by.get(f"{other}_{kind}")
+            if d and n:
+                out.append(f"{kind}: distillwatch / {other} = "
+                           f"{d.events_per_s / n.events_per_s:.2f}x events/s, "
+                           f"{d.cpu_s_per_m / n.cpu_s_per_m:.2f}x CPU per event")
+    for r in results:
+        if r.latency_rate and not r.error:
+            out.append(f"{r.name}: latency at {r.latency_rate:,.0f} ev/s: {r.latency_matched}"
+                       f" alerts matched to their triggering event ({r.latency_sent} harvesters);"
+                       f" max {_ms(r.max_ms)} ms")
+    base = by.get("scale_1")
+    for r in results:
+        if r.name.startswith("scale_") and base and r is not base and not r.error:
+            marginal = (r.rss_end - base.rss_end) / max(r.accounts_tracked - 1, 1)
+            out.append(f"{r.name}: {r.accounts_tracked:,} accounts tracked, RSS {_mib(r.rss_end)}"
+                       f" MiB after the drain, marginal {marginal:,.0f} B per account vs 1 account")
+    for r in results:
+        if r.workers > 1 and not r.error:
+            split = ", ".join(f"w{i}: {w['events_detected']:,} events, {w['accounts_tracked']:,}"
+                              f" accounts, partitions {w.get('partitions')}"
+                              for i, w in enumerate(r.per_worker))
+            out.append(f"{r.name}: {split}; accounts_tracked sum {r.accounts_tracked:,} vs "
+                       f"{r.distinct_accounts:,} distinct; accounts in both workers' ClickHouse:"
+                       f" {r.overlap_accounts}")
+    for r in results:
+        if not r.error:
+            out.append(f"{r.name}: produce {r.produce_s:.1f}s, worker start to first record "
+                       f"{r.startup_s:.1f}s, drain {r.drain_s:.1f}s")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller run (about 2-3 minutes)")
+    parser.add_argument("--events", type=int,
+                        help="events per scenario (full 100,000; quick 30,000)")
+    parser.add_argument("--accounts", help="account counts of the scaling runs, comma separated"
+                        " (full 1,10000,100000,1000000; quick 1,10000)")
+    parser.add_argument("--accounts-main", type=int, default=10_000,
+                        help="accounts of the main scenarios")
+    parser.add_argument("--batch", type=int, default=1000, help="events per batched record")
+    parser.add_argument("--latency-s", type=float,
+                        help="seconds of paced traffic (full 15, quick 6)")
+    parser.add_argument("--harvest-every", type=int, default=100,
+                        help="one event in this many is a harvester's")
+    parser.add_argument("--latency-harvest-every", type=int, default=10,
+                        help="in the paced stream: one event in this many is a harvester's")
+    parser.add_argument("--only", help="comma list of: single,batch,naive,scale,two,tuned,proto"
+                        " (default: all but tuned and proto)")
+    parser.add_argument("--py-spy", metavar="DIR",
+                        help="record each one-worker distillwatch drain with py-spy (raw) into DIR")
+    parser.add_argument("--py-spy-native", action="store_true")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--keep", action="store_true", help="keep state dirs and worker logs")
+    parser.add_argument("--workdir", default=None, help="where state dirs go (default: tmp)")
+    args = parser.parse_args(argv)
+    args.bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    events = args.events or (30_000 if args.quick else 100_000)
+    latency_s = args.latency_s if args.latency_s is not None else (6.0 if args.quick else 15.0)
+    scale = [int(a) for a in (args.accounts or ("1,10000" if args.quick else
+                                                 "1,10000,100000,1000000")).split(",")]
+    only = set((args.only or "single,batch,naive,scale,two").split(","))
+    k = args.accounts_main
+    plan: list[tuple[str, str, int, int, int, int, float]] = []
+    if "single" in only:
+        plan.append(("dw_single", "distillwatch", 1, k, events, 1, latency_s))
+    if "batch" in only:
+        plan.append(("dw_batch", "distillwatch", args.batch, k, events, 1, latency_s))
+    if "naive" in only:
+        plan.append(("naive_single", "naive", 1, k, events, 1, latency_s))
+        plan.append(("naive_batch", "naive", args.batch, k, events, 1, latency_s))
+    if "tuned" in only:  # distillwatch with Faust/aiokafka settings tuned (bench/_tuned_worker)
+        plan.append(("tuned_single", "tuned", 1, k, events, 1, latency_s))
+        plan.append(("tuned_batch", "tuned", args.batch, k, events, 1, latency_s))
+    if "proto" in only:  # the batched prototype of PROFILE.md's recommendations
+        plan.append(("proto_single", "prototype", 1, k, events, 1, latency_s))
+        plan.append(("proto_batch", "prototype", args.batch, k, events, 1, latency_s))
+    if "scale" in only:
+        for accounts in scale:
+            if accounts == k and "batch" in only:
+                continue  # the main batched run is this point
+            plan.append((f"scale_{accounts}", "distillwatch", args.batch, accounts,
+                         max(events, accounts), 1, 0.0))
+    if "two" in only:
+        plan.append(("dw_two_workers", "distillwatch", 1, k, events, 2, 0.0))
+
+    print(f"broker {args.bootstrap}; {len(plan)} scenarios; {os.cpu_count()} CPUs",
+          file=sys.stderr)
+    results: list[Result] = []
+    began = time.monotonic()
+    for name, app, batch, accounts, n, workers, lat in plan:
+        t = time.monotonic()
+        r = run_scenario(args, name, app, batch, accounts, n, workers, lat)
+        if name == "dw_batch" and "scale" in only and k in scale:
+            r2 = Result(**{**asdict(r), "name": f"scale_{k}"})
+            results.append(r)
+            results.append(r2)
+        else:
+            results.append(r)
+        print(f"  {name}: {'ERROR ' + r.error if r.error else f'{r.events_per_s:,.0f} ev/s'}"
+              f" ({time.monotonic() - t:.0f}s)", file=sys.stderr)
+    results.sort(key=lambda r: (r.name.startswith("scale_"), r.name.startswith("dw_two"),
+                                int(r.name[6:]) if r.name.startswith("scale_") else 0))
+    print(format_table(results))
+    print()
+    for line in notes(results):
+        print(f"- {line}")
+    print(f"\n({time.monotonic() - began:.0f}s; CPU s/M = CPU seconds per million events; "
+          "B/acct = (RSS after - RSS at start) / accounts tracked)")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=1))
+    return 1 if any(r.error for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,9 +1,10 @@
-"""The detection engine: one state per account, every detector, episodes, and alerts.
+"""The detection engine: one state per account, the detectors, peers, feedback, alerts.
 
 The engine is the whole detection core behind one method: give it an `ApiCall`, get
 back the alerts (often none) that the call caused. It reads no clock; event time
-(`ApiCall.ts`) drives windows, decay and episodes, so a replay of a day of events in
-the same order gives the same alerts, `alert_id` included, as the live run did.
+(`ApiCall.ts`) drives windows, decay, cohort epochs and episodes, so a replay of a day
+of events in the same order gives the same alerts, `alert_id` included, as the live run
+did.
 """
 
 from __future__ import annotations
@@ -11,28 +12,36 @@ from __future__ import annotations
 import math
 import uuid
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
-from models.base import AccountDetector, Signal
+from models.base import AccountDetector, Finding, Signal
+from models.behaviour import FEATURE_NAMES, BehaviourDetector, BehaviourState
+from models.cohort import CohortModels, cohort_of
 from models.errors import ConfigurationError
-from models.reasoning import ReasoningHarvestDetector
+from models.feedback import FeedbackModel
 from models.records import ApiCall
 from schemas.alert import SEVERITIES, AccountRef, Alert, AlertReason, AlertStatus
 
 AccountKey = tuple[str, str]  # (tenant_id, account_id)
+Verdict = Literal["confirmed", "benign"]
 
 # Fixed namespace: alert ids are uuid5 of it and the episode, so replays reproduce them.
 _ALERT_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:distillwatch:alert:v1")
+_DEFAULT: Any = "default"
+# An account joins its cohort with at least 5 requests in the last hour (volume feature).
+_COHORT_MIN_VOLUME = math.log1p(5.0) / math.log1p(1000.0)
 
 
 class Episode:
     """One stretch of suspicious behaviour of one account, from first alert to resolution.
 
     Times are event time in seconds since the Unix epoch. `severity` is the highest
-    severity alerted so far (an index into `schemas.alert.SEVERITIES`); `last_score` and
-    `last_signals` belong to the latest suspicious call and make the resolution alert.
+    severity alerted so far (an index into `schemas.alert.SEVERITIES`); `last_score`,
+    `last_findings` and `last_notes` belong to the latest suspicious call and make the
+    resolution alert.
     """
 
     __slots__ = (
@@ -41,44 +50,75 @@ class Episode:
         "last_suspicious_ts",
         "severity",
         "last_score",
-        "last_signals",
+        "last_findings",
+        "last_notes",
     )
 
     def __init__(
-        self, number: int, ts: float, severity: int, score: float, signals: tuple[Signal, ...]
+        self,
+        number: int,
+        ts: float,
+        severity: int,
+        score: float,
+        findings: tuple[Finding, ...],
+        notes: tuple[Signal, ...] = (),
     ) -> None:
         self.number = number
         self.first_ts = ts
         self.last_suspicious_ts = ts
         self.severity = severity
         self.last_score = score
-        self.last_signals = signals
+        self.last_findings = findings
+        self.last_notes = notes
 
 
 class AccountState:
     """Everything the engine keeps about one account: one state per detector, in the
-    engine's detector order, the open episode if any, and how many episodes it has had
-    (the episode number is part of `alert_id`)."""
+    engine's detector order, the open episode if any, how many episodes it has had
+    (the episode number is part of `alert_id`), and an analyst's benign verdict still in
+    force: (until event time, top signal, score) or None."""
 
-    __slots__ = ("detector_states", "episode", "episodes_opened")
+    __slots__ = ("detector_states", "episode", "episodes_opened", "suppression")
 
     def __init__(self, detector_states: tuple[Any, ...]) -> None:
         self.detector_states = detector_states
         self.episode: Episode | None = None
         self.episodes_opened = 0
+        self.suppression: tuple[float, str, float] | None = None
 
 
 def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=UTC)
 
 
+def _top_signal(findings: Sequence[Finding]) -> tuple[str, float]:
+    best = max(findings, key=lambda f: f.score)
+    signals = best.signals
+    return (signals[0].name if signals else "unknown"), best.score
+
+
+def _signal_scores(findings: Sequence[Finding]) -> dict[str, float]:
+    scores: dict[str, float] = {}
+    for finding in findings:
+        for signal in finding.signals:
+            scores[signal.name] = max(scores.get(signal.name, 0.0), signal.score)
+    return scores
+
+
 class DetectionEngine:
     """Scores every API call of every account and turns the scores into alert episodes.
 
-    For each call, every detector scores the account *before* the call is learnt. The
-    signals combine into one score in [0, 1] by noisy-or (`1 - prod(1 - score)`: any
-    one strong signal suffices, agreeing weak ones add up). A call is *suspicious* when
-    that score reaches `fire_threshold`. Then:
+    With no arguments it is the production engine: `BehaviourDetector` per account (see
+    `models.behaviour` for its signals and calibration), `CohortModels` comparing
+    accounts with their peers, a `FeedbackModel` learning from analyst verdicts, and a
+    per-tenant limit on new episodes. `detectors` replaces the per-account detectors
+    (the cohort models then apply only if one of them is a `BehaviourDetector`).
+
+    For each call, every detector counts it and judges the account (`assess_one`). The
+    findings combine into one score in [0, 1] by noisy-or (`1 - prod(1 - score)`); once
+    the feedback model is ready, the score moves towards the analysts' verdicts on
+    similar signal combinations. A call is *suspicious* when that score reaches
+    `fire_threshold`. Then:
 
     - the first suspicious call of an account opens an episode and emits a `firing`
       alert; later suspicious calls emit another `firing` alert with the same
@@ -87,10 +127,18 @@ class DetectionEngine:
       of event time behind the watermark, emitting a `resolved` alert whose content
       (`event_time` = last suspicious call, score and reasons of that call, peak
       severity) does not depend on when the resolution was noticed;
-    - every call is counted into the detectors' evidence windows (`observe_one`), but
-      only calls that are not suspicious are learnt into baselines (`learn_one`). A
-      flagged account's own traffic therefore never teaches its baseline that
-      harvesting is normal, while its windows keep measuring it so the score can fall.
+    - suspicious calls are kept out of the account's baseline (`withhold_one`), other
+      calls teach it (`learn_one`): a flagged account never teaches its baseline that
+      harvesting is normal, while its windows keep measuring it so the score can fall;
+    - a tenant opens at most `tenant_episode_limit` new episodes per hour of event
+      time. Further accounts of that tenant crossing the threshold are *folded*: they
+      stay tracked and withheld, they open their own episode as soon as the tenant is
+      under the limit again, and the tenant's next alert says how many were folded
+      (reason `tenant_rate_limit`). One compromised integration cannot page a
+      responder a thousand times, and nothing is silently dropped;
+    - `apply_verdict(..., "benign")` closes the open episode and stops re-alerting the
+      account for the same top signal for `suppress_s` seconds of event time, unless
+      its score rises `rearm_margin` above the score the analyst saw.
 
     Severity is `low` from `fire_threshold`, then `medium`, `high` and `critical` from
     the three `severity_thresholds`. The watermark is the largest event time seen by
@@ -100,31 +148,24 @@ class DetectionEngine:
     sets `detected_at` equal to `event_time`. Callers that emit alerts stamp the real
     emission time: `alert.model_copy(update={"detected_at": now})`.
 
-    Seams for later work:
-
-    - tenant and cohort models: heavier models (River, per tenant or cohort) will be a
-      second detector kind scored in the same loop in `process`, their state in a dict
-      keyed by tenant or cohort, not by account;
-    - analyst feedback (`alert-feedback`): `apply_verdict(tenant_id, account_id,
-      verdict)` belongs here, next to `_resolve`: `benign` closes the open episode and
-      may learn the calls it withheld, `confirmed` keeps the account flagged;
-    - campaign linking: a `CampaignLinker` consumes the account alerts returned here
-      (and per-account fingerprints kept as another detector state) to emit `campaign`
-      alerts.
+    Cross-account state (cohort models, feedback, the tenant limit) is per engine: with
+    several workers, each compares an account with the peers it holds.
 
     >>> engine = DetectionEngine()
     >>> def harvest(i):
-    ...     return ApiCall(event_id=str(i), ts=1_800_000_000.0 + 3 * i, tenant_id="org_1",
+    ...     return ApiCall(event_id=str(i), ts=1_800_000_000.0 + 20 * i, tenant_id="org_1",
     ...                    account_id="key_1", model="frontier-large", status=200,
     ...                    input_tokens=300, output_tokens=4096, stop_reason="max_tokens",
-    ...                    has_prompt=True, cot_request=True)
+    ...                    has_prompt=True, cot_request=True, topic="math")
     >>> alerts = [alert for i in range(200) for alert in engine.process(harvest(i))]
-    >>> [(a.status, a.severity, round(a.score, 2)) for a in alerts]
-    [('firing', 'low', 0.5), ('firing', 'medium', 0.65), ('firing', 'high', 0.8)]
+    >>> [(a.status, a.severity) for a in alerts]
+    [('firing', 'low'), ('firing', 'medium'), ('firing', 'high'), ('firing', 'critical')]
     >>> alerts[0].dedup_key, alerts[0].reasons[0].signal
     ('account:org_1:key_1', 'cot_request_rate')
-    >>> [(a.status, a.severity) for a in engine.advance(1_800_000_000.0 + 3 * 199 + 1801)]
-    [('resolved', 'high')]
+    >>> round(engine.last_suspicion, 2)
+    0.92
+    >>> [(a.status, a.severity) for a in engine.advance(1_800_000_000.0 + 20 * 199 + 1801)]
+    [('resolved', 'critical')]
     """
 
     def __init__(
@@ -133,8 +174,13 @@ class DetectionEngine:
         fire_threshold: float = 0.5,
         quiet_s: float = 1800.0,
         severity_thresholds: tuple[float, float, float] = (0.65, 0.8, 0.9),
+        cohorts: CohortModels | None = _DEFAULT,
+        feedback: FeedbackModel | None = _DEFAULT,
+        tenant_episode_limit: int = 20,
+        suppress_s: float = 7 * 86_400.0,
+        rearm_margin: float = 0.2,
     ) -> None:
-        detectors = (ReasoningHarvestDetector(),) if detectors is None else tuple(detectors)
+        detectors = (BehaviourDetector(),) if detectors is None else tuple(detectors)
         names = [detector.name for detector in detectors]
         if len(set(names)) != len(names):
             raise ConfigurationError(f"detector names must be unique, got {names}")
@@ -151,14 +197,46 @@ class DetectionEngine:
             )
         if not quiet_s > 0:
             raise ConfigurationError(f"quiet_s must be positive, got {quiet_s}")
+        if tenant_episode_limit < 1:
+            raise ConfigurationError(
+                f"tenant_episode_limit must be at least 1, got {tenant_episode_limit}"
+            )
+        if not (suppress_s > 0 and rearm_margin >= 0):
+            raise ConfigurationError(
+                f"need suppress_s > 0 and rearm_margin >= 0, got {suppress_s}, {rearm_margin}"
+            )
         self.detectors = detectors
         self.fire_threshold = fire_threshold
         self.quiet_s = quiet_s
         self.severity_thresholds = tuple(severity_thresholds)
+        self.tenant_episode_limit = tenant_episode_limit
+        self.suppress_s = suppress_s
+        self.rearm_margin = rearm_margin
+        profile = next(
+            (i for i, d in enumerate(detectors) if isinstance(d, BehaviourDetector)), None
+        )
+        self._profile_index = profile
+        self._profile: BehaviourDetector | None = (
+            None if profile is None else detectors[profile]  # type: ignore[assignment]
+        )
+        self.cohorts: CohortModels | None = (
+            (CohortModels() if profile is not None else None) if cohorts is _DEFAULT else cohorts
+        )
+        self.feedback: FeedbackModel | None = (
+            FeedbackModel() if feedback is _DEFAULT else feedback
+        )
         self._accounts: dict[AccountKey, AccountState] = {}
         self._open: dict[AccountKey, Episode] = {}
+        self._tenant_openings: dict[str, deque[float]] = {}
+        self._tenant_folded: dict[str, set[str]] = {}
         self._watermark = -math.inf
         self.last_score = 0.0  # combined score of the last call processed, for aggregates
+        self._last_state: Any = None
+        self._last_ts = 0.0
+        # Detectors whose learn_one is the no-op of a window-derived baseline are skipped.
+        self._learns = any(
+            type(d).learn_one is not BehaviourDetector.learn_one for d in detectors
+        )
 
     @property
     def accounts_tracked(self) -> int:
@@ -175,9 +253,40 @@ class DetectionEngine:
         """Event-time progress: the largest `ts` seen or passed to `advance` (seconds)."""
         return self._watermark
 
+    @property
+    def last_suspicion(self) -> float:
+        """How much the last processed call's account looks like harvesting, in [0, 1].
+
+        Volume-independent (`BehaviourDetector.suspicion`): the shape of the account's
+        traffic over the last day, with the call counted. Twenty harvest-shaped requests
+        of a swarm key score high; a tutoring product lower; ordinary chat, coding and
+        agent traffic about 0. Computed on demand, so reading it costs only the callers
+        who need it (the campaign linker). 0.0 without a `BehaviourDetector`.
+        """
+        if self._profile is None or self._last_state is None:
+            return 0.0
+        return self._profile.suspicion(self._last_state, self._last_ts)
+
     def account_state(self, tenant_id: str, account_id: str) -> AccountState | None:
         """The engine's state for one account, None if it has never been seen."""
         return self._accounts.get((tenant_id, account_id))
+
+    def account_features(
+        self, tenant_id: str, account_id: str, ts: float | None = None
+    ) -> dict[str, float] | None:
+        """The account's behaviour vector (`models.behaviour.FEATURE_NAMES`, each in
+        [0, 1]) at event time `ts` (default: the watermark), plus its `suspicion`.
+
+        None if the account was never seen or the engine has no `BehaviourDetector`.
+        """
+        account = self._accounts.get((tenant_id, account_id))
+        if account is None or self._profile is None or self._profile_index is None:
+            return None
+        state = account.detector_states[self._profile_index]
+        at = self._watermark if ts is None else ts
+        features = dict(zip(FEATURE_NAMES, self._profile.features(state, at), strict=True))
+        features["suspicion"] = self._profile.suspicion(state, at)
+        return features
 
     def process(self, call: ApiCall) -> list[Alert]:
         """Score `call`, update its account and return the alerts it caused, oldest first.
@@ -198,35 +307,108 @@ class DetectionEngine:
         episode = account.episode
         if episode is not None and episode.last_suspicious_ts < self._watermark - self.quiet_s:
             alerts.append(self._resolve(key, account, episode))
+        cohorts = self.cohorts
+        if cohorts is not None and self._watermark >= cohorts._next_final:
+            cohorts.advance(self._watermark)
 
         states = account.detector_states
-        signals: list[Signal] = []
-        for detector, state in zip(detectors, states, strict=True):
-            signal = detector.score_one(state, call)
-            if signal is not None:
-                signals.append(signal)
-        # Tenant and cohort models will score here too, before anything is learnt.
+        if len(detectors) == 1:
+            detector = detectors[0]
+            state = states[0]
+            finding = detector.assess_one(state, call)
+            if finding is None:
+                if self._learns:
+                    detector.learn_one(state, call)
+                if self._profile is not None:
+                    self._last_state = state
+                    self._last_ts = ts
+                    if cohorts is not None and state.sampled_epoch != int(ts // cohorts.epoch_s):
+                        self._after(state, key, call, cohorts, False)
+                self.last_score = 0.0
+                return alerts
+            findings: tuple[Finding, ...] = (finding,)
+            score = finding.score
+        else:
+            found = []
+            calm = 1.0
+            for detector, state in zip(detectors, states, strict=True):
+                finding = detector.assess_one(state, call)
+                if finding is not None:
+                    found.append(finding)
+                    calm *= 1.0 - finding.score
+            findings = tuple(found)
+            score = 1.0 - calm
 
         suspicious = False
-        score = 0.0
-        if signals:
-            if len(signals) == 1:
-                score = signals[0].score
-            else:
-                calm = 1.0
-                for signal in signals:
-                    calm *= 1.0 - signal.score
-                score = 1.0 - calm
-            if score >= self.fire_threshold:
+        if score > 0.0:
+            notes: tuple[Signal, ...] = ()
+            feedback = self.feedback
+            if feedback is not None and feedback.ready:
+                before = score
+                signal_scores = _signal_scores(findings)
+                score = feedback.blend(score, signal_scores)
+                notes = (Signal(
+                    "analyst_feedback", abs(score - before), feedback.predict(signal_scores),
+                    before,
+                    "analysts' verdicts on similar signal combinations moved the score "
+                    f"from {before:.2f} to {score:.2f}",
+                ),)
+            if score >= self.fire_threshold and not self._suppressed(account, ts, findings, score):
                 suspicious = True
-                self._on_suspicious(key, account, ts, score, signals, alerts)
+                self._on_suspicious(key, account, ts, score, findings, notes, alerts)
 
-        self.last_score = score
-        for detector, state in zip(detectors, states, strict=True):
-            detector.observe_one(state, call)
-            if not suspicious:
+        if suspicious:
+            for detector, state in zip(detectors, states, strict=True):
+                detector.withhold_one(state, call)
+        else:
+            for detector, state in zip(detectors, states, strict=True):
                 detector.learn_one(state, call)
+
+        if self._profile_index is not None:
+            self._after(states[self._profile_index], key, call, cohorts, score > 0.0)
+        self.last_score = score
         return alerts
+
+    def _after(
+        self,
+        state: BehaviourState,
+        key: AccountKey,
+        call: ApiCall,
+        cohorts: CohortModels | None,
+        evidence: bool,
+    ) -> None:
+        """Remember the account for `last_suspicion`; offer it to its cohort once an epoch."""
+        self._last_state = state
+        ts = self._last_ts = call.ts
+        if cohorts is None:
+            return
+        epoch = int(ts // cohorts.epoch_s)
+        if state.sampled_epoch == epoch:
+            return
+        state.sampled_epoch = epoch
+        learn = cohorts.should_learn(key[1], epoch)
+        if not (evidence or learn):
+            return
+        assert self._profile is not None
+        features = self._profile.features(state, ts)
+        if features[11] < _COHORT_MIN_VOLUME:
+            return  # too little traffic in the hour to say what the account is like
+        created = call.created_at
+        age_days = None if created is None else (ts - created) / 86_400.0
+        cohort = cohort_of(age_days, features[3])
+        cohorts.offer(cohort, key, state, features, epoch, evidence, learn)
+
+    def _suppressed(
+        self, account: AccountState, ts: float, findings: Sequence[Finding], score: float
+    ) -> bool:
+        suppression = account.suppression
+        if suppression is None:
+            return False
+        until, top, seen = suppression
+        if ts < until and score < seen + self.rearm_margin and _top_signal(findings)[0] == top:
+            return True
+        account.suppression = None  # the behaviour changed, or the verdict expired
+        return False
 
     def advance(self, watermark: float) -> list[Alert]:
         """Move event time to `watermark` (seconds) and resolve episodes quiet since then.
@@ -237,6 +419,8 @@ class DetectionEngine:
         """
         if watermark > self._watermark:
             self._watermark = watermark
+        if self.cohorts is not None:
+            self.cohorts.advance(self._watermark)
         cutoff = self._watermark - self.quiet_s
         stale = sorted(
             (episode.last_suspicious_ts, key)
@@ -246,36 +430,113 @@ class DetectionEngine:
         accounts = self._accounts
         return [self._resolve(key, accounts[key], self._open[key]) for _, key in stale]
 
+    def apply_verdict(
+        self, tenant_id: str, account_id: str, verdict: Verdict, ts: float
+    ) -> list[Alert]:
+        """Learn an analyst's verdict on an account at event time `ts` (seconds).
+
+        Both verdicts teach the feedback model the account's current signal scores
+        (those of its open episode, else those it would score at `ts`). `benign` also
+        closes the open episode, returning its `resolved` alert (with an
+        `analyst_verdict` reason), forgets the calls withheld from the account's
+        baseline, and suppresses re-alerting for the same top signal (see the class
+        docstring). `confirmed` keeps any episode open. Unknown accounts are ignored.
+        """
+        if verdict not in ("confirmed", "benign"):
+            raise ConfigurationError(f"verdict must be 'confirmed' or 'benign', got {verdict!r}")
+        key = (tenant_id, account_id)
+        account = self._accounts.get(key)
+        if account is None:
+            return []
+        episode = account.episode
+        if episode is not None:
+            findings = episode.last_findings
+            score = episode.last_score
+        else:
+            findings = self._judge_now(account, ts)
+            score = max((f.score for f in findings), default=0.0)
+        if self.feedback is not None and findings:
+            self.feedback.learn(_signal_scores(findings), verdict == "confirmed")
+        if verdict == "confirmed":
+            return []
+        if findings:
+            top, _ = _top_signal(findings)
+            account.suppression = (ts + self.suppress_s, top, score)
+        if self._profile_index is not None:
+            state = account.detector_states[self._profile_index]
+            state.withheld = None  # an analyst called it normal: it may teach the baseline
+        if episode is None:
+            return []
+        note = Signal(
+            "analyst_verdict", 0.0, 0.0, None,
+            "an analyst judged this behaviour benign; re-alerting is suppressed until it "
+            "changes materially",
+        )
+        episode.last_notes = (*episode.last_notes, note)
+        return [self._resolve(key, account, episode)]
+
+    def _judge_now(self, account: AccountState, ts: float) -> tuple[Finding, ...]:
+        if self._profile is None or self._profile_index is None:
+            return ()
+        state = account.detector_states[self._profile_index]
+        finding = self._profile.judge(state, ts, None)
+        return () if finding is None else (finding,)
+
     def _on_suspicious(
         self,
         key: AccountKey,
         account: AccountState,
         ts: float,
         score: float,
-        signals: list[Signal],
+        findings: tuple[Finding, ...],
+        notes: tuple[Signal, ...],
         alerts: list[Alert],
     ) -> None:
         severity = bisect_right(self.severity_thresholds, score)
         episode = account.episode
+        tenant_id = key[0]
         if episode is None:
+            openings = self._tenant_openings.get(tenant_id)
+            if openings is None:
+                openings = self._tenant_openings[tenant_id] = deque()
+            while openings and openings[0] <= ts - 3600.0:
+                openings.popleft()
+            if len(openings) >= self.tenant_episode_limit:
+                self._tenant_folded.setdefault(tenant_id, set()).add(key[1])
+                return
+            openings.append(ts)
             account.episodes_opened += 1
-            episode = Episode(account.episodes_opened, ts, severity, score, tuple(signals))
+            notes = (*notes, *self._folded_note(tenant_id))
+            episode = Episode(account.episodes_opened, ts, severity, score, findings, notes)
             account.episode = episode
             self._open[key] = episode
-            alerts.append(self._alert(key, episode, "firing", severity, score, signals, ts))
+            alerts.append(self._alert(key, episode, "firing", severity, score, findings, notes, ts))
             return
         if ts < episode.first_ts:  # a late call can move the start back
             episode.first_ts = ts
         if ts >= episode.last_suspicious_ts:
             episode.last_suspicious_ts = ts
             episode.last_score = score
-            episode.last_signals = tuple(signals)
+            episode.last_findings = findings
+            episode.last_notes = notes
         if severity > episode.severity:
             episode.severity = severity
-            alerts.append(self._alert(key, episode, "firing", severity, score, signals, ts))
+            notes = (*notes, *self._folded_note(tenant_id))
+            alerts.append(self._alert(key, episode, "firing", severity, score, findings, notes, ts))
+
+    def _folded_note(self, tenant_id: str) -> tuple[Signal, ...]:
+        folded = self._tenant_folded.pop(tenant_id, None)
+        if not folded:
+            return ()
+        limit = self.tenant_episode_limit
+        return (Signal(
+            "tenant_rate_limit", 0.0, float(len(folded)), float(limit),
+            f"{len(folded):,} more accounts of this tenant crossed the alert threshold while it "
+            f"was at its limit of {limit} new episodes per hour; they alert on their own once "
+            "the tenant is under the limit",
+        ),)
 
     def _resolve(self, key: AccountKey, account: AccountState, episode: Episode) -> Alert:
-        # Analyst verdicts (apply_verdict) will close or pin episodes next to this.
         account.episode = None
         del self._open[key]
         return self._alert(
@@ -284,7 +545,8 @@ class DetectionEngine:
             "resolved",
             episode.severity,
             episode.last_score,
-            episode.last_signals,
+            episode.last_findings,
+            episode.last_notes,
             episode.last_suspicious_ts,
         )
 
@@ -295,14 +557,16 @@ class DetectionEngine:
         status: AlertStatus,
         severity_index: int,
         score: float,
-        signals: Sequence[Signal],
+        findings: Sequence[Finding],
+        notes: Sequence[Signal],
         event_time: float,
     ) -> Alert:
         tenant_id, account_id = key
         dedup_key = f"account:{tenant_id}:{account_id}"
         severity = SEVERITIES[severity_index]
         when = _utc(event_time)
-        ranked = sorted(signals, key=lambda signal: -signal.score)
+        signals = [signal for finding in findings for signal in finding.signals]
+        ranked = sorted(signals, key=lambda signal: -signal.score) + list(notes)
         return Alert(
             alert_id=str(
                 uuid.uuid5(_ALERT_ID_NAMESPACE, f"{dedup_key}|{episode.number}|{status}|{severity}")

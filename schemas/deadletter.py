@@ -43,7 +43,7 @@ class DeadLetter(BaseModel):
     kind: RejectionKind
     reason: str
     source_topic: str
-    partition: int
+    partition: int  # -1 when the record is no longer known (a failure after reordering)
     offset: int
     batch_index: int | None = None
     original_size: int

@@ -106,8 +106,8 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 kind LowCardinality(String),
                 reason String,
                 source_topic String,
-                partition UInt32,
-                offset UInt64,
+                partition Int32,
+                offset Int64,
                 batch_index Nullable(UInt32),
                 original_size UInt64
             ) ENGINE = MergeTree

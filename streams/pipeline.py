@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ from streams.internal import (
     partition_for,
 )
 from streams.kafka import faust_credentials
+from streams.ordering import EventTimeMerger
 from streams.settings import Settings, redact_url
 from streams.sinks import ClickHouseSink
 
@@ -68,6 +70,7 @@ TICK_EVERY_S = 60.0  # event-time seconds between a detect worker's ticks to the
 # Event-time seconds the clusterer stays behind the latest tick: links found by the link
 # stage reach it after the tick of the calls they came from.
 CLUSTER_LATENESS_S = 120.0
+DRAIN_EVERY_S = 0.25  # wall-clock seconds between checks for calls the merger may release
 EXPIRE_EVERY_S = 600.0  # event-time seconds between sweeps of idle linking state
 ACCOUNT_IDLE_S = 7 * 86400.0  # an account silent this long is forgotten by the link observer
 LOG_FIRST_DEAD_LETTERS = 20
@@ -115,6 +118,8 @@ class Pipeline:
         self.evidence = KeyEvidence()
         self.clusters = CampaignClusters()
         self.cluster_watermark = -math.inf
+        self.merger = EventTimeMerger()
+        self._drain_lock = asyncio.Lock()
         self._next_tick = -math.inf
         self._next_observer_expiry = -math.inf
         self._next_evidence_expiry = -math.inf
@@ -164,6 +169,7 @@ class Pipeline:
         app.agent(self.observations, name="link")(self._link)
         app.agent(self.edges, name="cluster")(self._cluster)
         app.timer(s.clickhouse_flush_interval_s)(self._flush_timer)
+        app.timer(DRAIN_EVERY_S)(self._drain_timer)
         app.task(self._quiet_library_loggers)
         pipeline = self
 
@@ -216,14 +222,16 @@ class Pipeline:
             yield None
 
     async def _detect(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        """The detection core, in event time: account alerts, aggregates, link evidence."""
-        engine, stats = self.engine, self.stats
+        """The detection core, in event time: account alerts, aggregates, link evidence.
+
+        Calls wait in `merger` until every partition this worker holds has reached their
+        event time, then go to the engine in event-time order (see streams/ordering.py).
+        """
+        engine, stats, merger = self.engine, self.stats, self.merger
         topic = self.settings.internal_topic_by_account
-        partitions = self.settings.topic_partitions
         async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
-            sink = self.sink
-            watermark = self.watermark
-            observations: list[LinkObservation] = []
+            now = time.monotonic()
+            merger.assign(self.assigned_partitions(), now)
             for record in batch:
                 try:
                     item = decode_by_account(record.value)
@@ -237,23 +245,41 @@ class Pipeline:
                 except Exception as exc:  # a defect must not stop the pipeline or lose data
                     await self._processing_error(exc, record.value, topic, record.message)
                     continue
-                for call in item:
-                    try:
-                        alerts = engine.process(call)
-                        suspicion = self.suspicion.update(call, engine.last_suspicion)
-                        observations.extend(self.observer.observe(call, suspicion))
-                    except Exception as exc:
-                        await self._processing_error(
-                            exc, encode_calls([call]), topic, record.message)
-                        continue
-                    for alert in alerts:
-                        await self._emit(alert)
-                    if sink is not None:
-                        sink.add_call(call, engine.last_score)
-                    if call.ts > watermark:
-                        watermark = call.ts
-                stats.events_detected += len(item)
-            groups = group_by_partition(observations, "hub", partitions)
+                merger.add(record.message.partition, item, now)
+            await self._drain()
+            yield None
+
+    async def _drain_timer(self) -> None:
+        # Input may stop while calls wait for a partition to go idle: let them go on.
+        if len(self.merger):
+            await self._drain()
+
+    async def _drain(self) -> None:
+        """Process the calls the merger releases now, in order, one drain at a time."""
+        async with self._drain_lock:
+            ready = self.merger.release(time.monotonic())
+            if not ready:
+                return
+            engine, sink, observer = self.engine, self.sink, self.observer
+            topic = self.settings.internal_topic_by_account
+            watermark = self.watermark
+            observations: list[LinkObservation] = []
+            for call in ready:
+                try:
+                    alerts = engine.process(call)
+                    suspicion = self.suspicion.update(call, engine.last_suspicion)
+                    observations.extend(observer.observe(call, suspicion))
+                except Exception as exc:
+                    await self._processing_error(exc, encode_calls([call]), topic, None)
+                    continue
+                for alert in alerts:
+                    await self._emit(alert)
+                if sink is not None:
+                    sink.add_call(call, engine.last_score)
+                if call.ts > watermark:
+                    watermark = call.ts
+            self.stats.events_detected += len(ready)
+            groups = group_by_partition(observations, "hub", self.settings.topic_partitions)
             for partition, group in groups.items():
                 await self.observations.send(value=encode_observations(group),
                                              partition=partition)
@@ -264,9 +290,8 @@ class Pipeline:
                 await self.edges.send(value=encode_tick(watermark), partition=0)
                 self._next_tick = next_boundary(watermark, TICK_EVERY_S)
             if watermark >= self._next_observer_expiry:
-                self.observer.expire(watermark, ACCOUNT_IDLE_S)
+                observer.expire(watermark, ACCOUNT_IDLE_S)
                 self._next_observer_expiry = next_boundary(watermark, EXPIRE_EVERY_S)
-            yield None
 
     async def _link(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         """Evidence per link key: which accounts share it, and how much that means."""
@@ -314,17 +339,21 @@ class Pipeline:
             yield None
 
     async def _processing_error(
-        self, exc: Exception, value: bytes | None, topic: str, message: Any
+        self, exc: Exception, value: bytes | None, topic: str, message: Any | None
     ) -> None:
         log.exception("failed to process a record of %s; dead-lettering it", topic)
         rejection = Rejection("processing_error", f"{type(exc).__name__}: {exc}", value or b"")
         await self._dead_letter(rejection, topic, message)
 
     async def _dead_letter(self, rejection: Rejection, topic: str, message: Any) -> None:
+        # A call that failed after the merger released it no longer knows its record: -1.
+        partition = message.partition if message is not None else -1
+        offset = message.offset if message is not None else -1
         value, headers, envelope = dead_letter(
-            rejection, topic=topic, partition=message.partition, offset=message.offset
+            rejection, topic=topic, partition=partition, offset=offset
         )
-        await self.dead_letters.send(key=message.key, value=value, headers=headers)
+        key = message.key if message is not None else None
+        await self.dead_letters.send(key=key, value=value, headers=headers)
         if self.sink is not None:
             self.sink.add_dead_letter(envelope)
         if rejection.kind == "processing_error":
@@ -334,7 +363,7 @@ class Pipeline:
         # cannot flood the log too. Every one of them is in the topic and in ClickHouse.
         if self._dead_lettered <= LOG_FIRST_DEAD_LETTERS:
             log.warning(
-                "dead-lettered %s[%d]@%d%s: %s", topic, message.partition, message.offset,
+                "dead-lettered %s[%d]@%d%s: %s", topic, partition, offset,
                 "" if rejection.batch_index is None else f" #{rejection.batch_index}",
                 rejection.reason,
             )

@@ -19,6 +19,7 @@ from models.linking.suspicion import LinkingSuspicion
 from models.records import ApiCall
 from schemas.alert import Alert
 from schemas.decode import Rejection, decode_jsonl_events
+from streams.ordering import order_key
 
 ADVANCE_EVERY_S = 60.0  # event-time seconds between sweeps for quiet episodes
 
@@ -62,7 +63,7 @@ def replay(
 
     `on_progress(n)` is called with the number of events done since its last call.
     """
-    calls.sort(key=lambda c: c.ts)
+    calls.sort(key=order_key)
     process, advance = engine.process, engine.advance
     suspicion = LinkingSuspicion()
     next_sweep = calls[0].ts + ADVANCE_EVERY_S if calls else 0.0

@@ -26,6 +26,12 @@ from tests.models.calls import (
 )
 
 
+def reasoning_engine(**kwargs: object) -> DetectionEngine:
+    """The engine with only the reasoning-trace detector: the engine's mechanics on a
+    detector whose thresholds these tests know by heart."""
+    return DetectionEngine([ReasoningHarvestDetector()], **kwargs)  # type: ignore[arg-type]
+
+
 def run(engine: DetectionEngine, calls: Iterable[ApiCall]) -> list[Alert]:
     return [alert for call in calls for alert in engine.process(call)]
 
@@ -50,7 +56,7 @@ def reasoning_state(engine: DetectionEngine, account_id: str = "key_1") -> Reaso
 
 
 def test_a_harvesting_account_fires_an_alert_per_the_contract() -> None:
-    engine = DetectionEngine()
+    engine = reasoning_engine()
     calls = harvest(T0, 600, 60)
     alerts = run(engine, calls)
     first = alerts[0]
@@ -72,7 +78,7 @@ def test_a_harvesting_account_fires_an_alert_per_the_contract() -> None:
 
 
 def test_the_alert_round_trips_through_the_wire_schema() -> None:
-    engine = DetectionEngine()
+    engine = reasoning_engine()
     (alert, *_) = run(engine, harvest(T0, 600, 60))
     assert Alert.model_validate_json(alert.model_dump_json()) == alert
 
@@ -94,7 +100,7 @@ def test_the_alert_round_trips_through_the_wire_schema() -> None:
     ],
 )
 def test_ordinary_traffic_at_volume_stays_quiet(traffic) -> None:  # type: ignore[no-untyped-def]
-    engine = DetectionEngine()
+    engine = reasoning_engine()
     calls = [
         traffic(t, i)
         for i, t in enumerate(spread(T0, 6 * 3600, 20_000))
@@ -103,7 +109,7 @@ def test_ordinary_traffic_at_volume_stays_quiet(traffic) -> None:  # type: ignor
 
 
 def test_many_small_accounts_stay_quiet() -> None:
-    engine = DetectionEngine()
+    engine = reasoning_engine()
     calls = [
         build_harvest_call(t, account_id=f"key_{i % 500}")
         for i, t in enumerate(spread(T0, 600, 500 * 40))
@@ -113,7 +119,7 @@ def test_many_small_accounts_stay_quiet() -> None:
 
 
 def test_a_gateway_without_prompt_group_never_fires() -> None:
-    engine = DetectionEngine()
+    engine = reasoning_engine()
     assert run(engine, harvest(T0, 600, 5000, has_prompt=False, cot_request=False)) == []
 
 
@@ -121,7 +127,7 @@ def test_a_gateway_without_prompt_group_never_fires() -> None:
 
 
 def test_one_alert_per_episode_and_another_only_when_severity_rises() -> None:
-    engine = DetectionEngine()
+    engine = reasoning_engine()
     # Steady harvesting, 1 request/s for two hours: the window fills, then plateaus.
     alerts = run(engine, harvest(T0, 7200, 7200))
     assert [a.severity for a in alerts] == ["low", "medium", "high", "critical"]
@@ -135,7 +141,7 @@ def test_one_alert_per_episode_and_another_only_when_severity_rises() -> None:
 
 
 def test_episode_resolves_through_advance_after_quiet_event_time() -> None:
-    engine = DetectionEngine(quiet_s=1800)
+    engine = reasoning_engine(quiet_s=1800)
     calls = harvest(T0, 600, 300)
     firing = run(engine, calls)
     last = calls[-1].ts
@@ -152,7 +158,7 @@ def test_episode_resolves_through_advance_after_quiet_event_time() -> None:
 
 
 def test_episode_resolves_through_process_and_a_new_one_opens() -> None:
-    engine = DetectionEngine(quiet_s=1800)
+    engine = reasoning_engine(quiet_s=1800)
     first = harvest(T0, 600, 300)
     run(engine, first)
     later = harvest(first[-1].ts + 3600, 600, 300)
@@ -163,7 +169,7 @@ def test_episode_resolves_through_process_and_a_new_one_opens() -> None:
     assert second[0].status == "firing"
     assert second[0].first_event_time == second[0].event_time > alerts[0].event_time
     assert second[0].dedup_key == alerts[0].dedup_key
-    assert second[0].alert_id != run(DetectionEngine(), first)[0].alert_id
+    assert second[0].alert_id != run(reasoning_engine(), first)[0].alert_id
 
 
 def test_alerts_do_not_depend_on_how_often_advance_is_called() -> None:
@@ -178,10 +184,10 @@ def test_alerts_do_not_depend_on_how_often_advance_is_called() -> None:
     )
     end = calls[-1].ts + 10_000
 
-    rarely = DetectionEngine()
+    rarely = reasoning_engine()
     rarely_alerts = [*run(rarely, calls), *rarely.advance(end)]
 
-    often = DetectionEngine()
+    often = reasoning_engine()
     often_alerts: list[Alert] = []
     for call in calls:
         often_alerts += often.process(call)
@@ -208,7 +214,7 @@ def test_same_input_gives_identical_alerts() -> None:
         *[build_call(t, account_id="key_3") for t in spread(T0, 1200, 500)],
     ]
     calls.sort(key=lambda c: (c.ts, c.account_id))
-    first, second = DetectionEngine(), DetectionEngine()
+    first, second = reasoning_engine(), reasoning_engine()
     a = [*run(first, calls), *first.advance(T0 + 10_000)]
     b = [*run(second, calls), *second.advance(T0 + 10_000)]
     assert a and [x.model_dump() for x in a] == [y.model_dump() for y in b]
@@ -219,7 +225,7 @@ def test_same_input_gives_identical_alerts() -> None:
 
 
 def test_flagged_traffic_does_not_move_the_baseline() -> None:
-    engine = DetectionEngine()
+    engine = reasoning_engine()
     history = [
         build_call(t, cot_request=i % 20 == 0) for i, t in enumerate(spread(T0, 86_400, 2000))
     ]
@@ -252,7 +258,7 @@ def test_flagged_traffic_does_not_move_the_baseline() -> None:
 
 
 def test_the_window_keeps_counting_while_the_account_is_flagged() -> None:
-    engine = DetectionEngine()
+    engine = reasoning_engine()
     run(engine, harvest(T0, 600, 600))
     assert reasoning_state(engine).window_cot >= 540
 

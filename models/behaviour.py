@@ -1,0 +1,716 @@
+"""What an account's traffic looks like, per account, at three event-time horizons.
+
+One compact state per account counts what matters for distillation and extraction:
+requests asking for full reasoning traces, single-turn output-heavy answers, multi-sample
+and log-prob requests, answers cut at `max_tokens`, jailbreaks and hidden-instruction
+probes, refusals, throttling (429) and errors, near-duplicate prompt templates, output
+tokens, topic coverage and the regularity of inter-arrival times. Each counter is an
+exponentially decayed count in event time at three horizons (time constants 10 min,
+1 h and 1 day: a decayed count is about the number of matching requests in the last
+10 min, hour or day). The account's own baseline is the 1-day horizon minus the calls
+the engine judged suspicious (`withhold_one`), so a flagged account never teaches its
+baseline that harvesting is normal.
+
+Three *patterns* raise the score, each a shape quality in [0, 1] times a volume term:
+
+- `cot_request_rate`: reasoning-trace harvesting (trace requests that are single-turn,
+  tool-free and output-heavy, as a share of all requests and of trace requests);
+- `multi_sample_logprobs`: capability sweeps (several samples or log-probs on
+  single-turn prompts across many topics or from a few templates);
+- `jailbreak_probing`: jailbreaks and hidden-instruction probes.
+
+*Context* signals (templates, `max_tokens` hits, a young account, single-turn share,
+output volume, a change from the account's own history, throttling, machine-regular
+timing, topic coverage, being an outlier in its cohort) never alert alone: they
+multiply the odds of the pattern evidence, by at most `max_amplification` in all. A new
+customer at full volume with ordinary traffic therefore scores 0, however young and busy.
+
+Calibration: the score is `odds / (1 + odds)`. 0.5 means the evidence is exactly at the
+alert bar (one pattern at its minimum volume with a perfect shape, or a weaker pattern
+corroborated by context), 0.8 four times the bar's odds, 0.9 nine times.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from array import array
+from typing import Any
+
+from models.base import AccountDetector, Finding, Signal
+from models.errors import ConfigurationError
+from models.records import ApiCall
+
+# Counters, one per horizon, side by side: horizon h's counter f is at h * N_COUNTERS + f.
+REQ, NO_PROMPT, COT, HARVEST, SINGLE, HEAVY, MAX_TOKENS, MULTI = range(8)
+PROBE, REFUSAL, THROTTLED, ERROR, TEMPLATE, KILO_TOKENS = range(8, 14)
+N_COUNTERS = 14
+HORIZONS_S = (600.0, 3600.0, 86_400.0)
+_K1, _K2 = N_COUNTERS, 2 * N_COUNTERS
+_TEMPLATE_SLOTS = 6
+_TOPIC_BUCKET_S = 1800.0  # coverage is the union of this half hour and the previous one
+_exp = math.exp
+_ZERO_COUNTS = array("f", bytes(4 * 3 * N_COUNTERS))
+_ZERO_TEMPLATES = array("Q", bytes(8 * _TEMPLATE_SLOTS))
+_GAP_ALPHA = 0.1  # weight of the newest inter-arrival gap in its running mean and spread
+
+#: The gateway topic classifier's labels get fixed bits; others hash into the rest.
+KNOWN_TOPICS = (
+    "coding", "math", "reasoning", "agentic", "chat", "writing", "science", "other",
+    "law", "medicine", "finance", "translation", "data_analysis", "history",
+)  # fmt: skip
+_TOPIC_BITS: dict[str, int] = {topic: 1 << i for i, topic in enumerate(KNOWN_TOPICS)}
+
+#: Names of `features()`, in order; every feature is in [0, 1].
+FEATURE_NAMES = (
+    "cot_share", "harvest_share", "harvest_purity", "single_turn_share",
+    "output_heavy_share", "max_tokens_share", "multi_sample_share", "probe_share",
+    "template_share", "throttled_share", "topic_coverage", "volume", "tokens_per_request",
+)  # fmt: skip
+
+
+def _topic_bit(topic: str) -> int:
+    bit = _TOPIC_BITS.get(topic)
+    if bit is None:
+        bit = 1 << (len(KNOWN_TOPICS) + zlib.crc32(topic.encode()) % (32 - len(KNOWN_TOPICS)))
+        if len(_TOPIC_BITS) < 4096:  # a bounded cache: labels come from a classifier
+            _TOPIC_BITS[topic] = bit
+    return bit
+
+
+def _ramp(x: float, lo: float, hi: float) -> float:
+    """0 at or below `lo`, 1 at or above `hi`, linear between."""
+    if x <= lo:
+        return 0.0
+    if x >= hi:
+        return 1.0
+    return (x - lo) / (hi - lo)
+
+
+class BehaviourState:
+    """One account's decayed counters, template slots, topic bits and timing.
+
+    `counts` holds `N_COUNTERS` float32 counters per horizon, stored scaled by
+    `exp((t - landmark) / tau)` so that counting a call touches only the counters it
+    matches (the decay of the others is implicit); the landmark moves forward, and the
+    counters are rescaled, every 60 short time constants. `withheld` (allocated the
+    first time the account is flagged) counts the suspicious calls at the 1-day horizon,
+    on the same scale: the baseline is the 1-day horizon minus them. `templates` keeps
+    the last few distinct prompt SimHashes; `topics` packs the bucket number and the
+    topic bits of this and the previous bucket; `cohort` packs the event time (whole
+    seconds) from which the cohort percentile may be used and the percentile in
+    thousandths (see `models.cohort`).
+    """
+
+    __slots__ = (
+        "counts",
+        "landmark",
+        "withheld",
+        "templates",
+        "template_next",
+        "topics",
+        "last_ts",
+        "gap_mean",
+        "gap_dev",
+        "cohort",
+        "sampled_epoch",
+    )
+
+    def __init__(self) -> None:
+        self.counts = _ZERO_COUNTS[:]
+        self.landmark = -math.inf
+        self.withheld: array[float] | None = None
+        self.templates = _ZERO_TEMPLATES[:]
+        self.template_next = 0
+        self.topics = 0
+        self.last_ts = -math.inf
+        self.gap_mean = 0.0
+        self.gap_dev = 0.0
+        self.cohort = 0
+        self.sampled_epoch = -1
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __setstate__(self, values: tuple[Any, ...]) -> None:
+        for name, value in zip(self.__slots__, values, strict=True):
+            setattr(self, name, value)
+
+
+class _View:
+    """Decayed counts of one state at one event time, read once for scoring."""
+
+    __slots__ = ("c", "w0", "w1", "w2")
+
+    def __init__(self, state: BehaviourState, ts: float) -> None:
+        d = ts - state.landmark if state.landmark > -math.inf else 0.0
+        self.c = state.counts
+        self.w0 = math.exp(d / HORIZONS_S[0])
+        self.w1 = math.exp(d / HORIZONS_S[1])
+        self.w2 = math.exp(d / HORIZONS_S[2])
+
+    def short(self, f: int) -> float:
+        return self.c[f] / self.w0
+
+    def hour(self, f: int) -> float:
+        return self.c[_K1 + f] / self.w1
+
+    def day(self, f: int) -> float:
+        return self.c[_K2 + f] / self.w2
+
+
+def topic_coverage(state: BehaviourState, ts: float) -> int:
+    """Distinct topics in the account's prompts over the last 30 to 60 minutes."""
+    bucket = int(ts // _TOPIC_BUCKET_S)
+    packed = state.topics
+    stored = packed >> 64
+    if stored == bucket:
+        return ((packed & 0xFFFFFFFF) | ((packed >> 32) & 0xFFFFFFFF)).bit_count()
+    if stored == bucket - 1:
+        return (packed & 0xFFFFFFFF).bit_count()
+    return 0
+
+
+class BehaviourDetector(AccountDetector[BehaviourState]):
+    """Scores an account's traffic shape and volume against the harvesting patterns.
+
+    Pattern scores are `quality * x / (x + m)` where `x` is the decayed count of
+    matching requests at a horizon and `m` the horizon's minimum (`min_harvest`,
+    `min_multi`, `min_probe`: one per horizon, 10 min / 1 h / 1 day), taking the
+    horizon with the most evidence; quality is a product of ramps over shares, so a
+    shape that is not harvesting-like scores 0 at any volume. The defaults: 8
+    harvest-shaped trace requests in 10 min (a hydra key at ~100 requests an hour),
+    30 in an hour or 60 in a day; trace requests count only when at least 65% (in
+    full from 90%) of the account's trace requests are single-turn, tool-free and
+    output-heavy, which a tutoring product (multi-turn follow-ups) does not reach,
+    and when they are at least 10% (in full from 35%) of its requests.
+
+    >>> detector = BehaviourDetector()
+    >>> state = detector.new_state()
+    >>> def harvest(i):
+    ...     return ApiCall(event_id=str(i), ts=1_800_000_000.0 + 30 * i, tenant_id="org_1",
+    ...                    account_id="key_1", model="frontier-large", status=200,
+    ...                    input_tokens=300, output_tokens=4096, stop_reason="max_tokens",
+    ...                    has_prompt=True, cot_request=True, topic="math")
+    >>> scores = [detector.assess_one(state, harvest(i)) for i in range(20)]
+    >>> scores[0] is None, round(scores[-1].score, 2)
+    (True, 0.76)
+    >>> [s.name for s in scores[-1].signals][:2]
+    ['cot_request_rate', 'max_tokens_hits']
+    >>> round(detector.suspicion(state, harvest(19).ts), 2)
+    0.91
+    """
+
+    name = "behaviour"
+
+    def __init__(
+        self,
+        min_harvest: tuple[float, float, float] = (8.0, 30.0, 60.0),
+        min_multi: tuple[float, float, float] = (6.0, 25.0, 100.0),
+        min_probe: tuple[float, float, float] = (4.0, 10.0, 30.0),
+        max_amplification: float = 4.0,
+        young_account_days: float = 7.0,
+    ) -> None:
+        for name, mins in (
+            ("min_harvest", min_harvest), ("min_multi", min_multi), ("min_probe", min_probe)
+        ):
+            if len(mins) != 3 or min(mins) <= 0:
+                raise ConfigurationError(
+                    f"{name} needs three positive minimum counts (10 min, 1 h, 1 day), "
+                    f"got {mins}"
+                )
+        if not max_amplification >= 1.0:
+            raise ConfigurationError(
+                f"max_amplification must be at least 1, got {max_amplification}"
+            )
+        if not young_account_days > 0:
+            raise ConfigurationError(
+                f"young_account_days must be positive, got {young_account_days}"
+            )
+        self.min_harvest = tuple(min_harvest)
+        self.min_multi = tuple(min_multi)
+        self.min_probe = tuple(min_probe)
+        self.max_amplification = max_amplification
+        self.young_account_days = young_account_days
+        self._renormalise_after = 60.0 * HORIZONS_S[0]
+
+    def new_state(self) -> BehaviourState:
+        return BehaviourState()
+
+    # -- counting ---------------------------------------------------------------------
+
+    def _renormalise(self, state: BehaviourState, ts: float) -> None:
+        c = state.counts
+        if state.landmark == -math.inf:
+            state.landmark = ts
+            return
+        d = ts - state.landmark
+        for h, tau in enumerate(HORIZONS_S):
+            factor = math.exp(-d / tau)
+            base = h * N_COUNTERS
+            for f in range(base, base + N_COUNTERS):
+                c[f] *= factor
+        withheld = state.withheld
+        if withheld is not None:
+            factor = math.exp(-d / HORIZONS_S[2])
+            for f in range(N_COUNTERS):
+                withheld[f] *= factor
+        state.landmark = ts
+
+    def observe_one(self, state: BehaviourState, call: ApiCall) -> None:
+        self._count(state, call)
+
+    def _count(self, state: BehaviourState, call: ApiCall) -> float:
+        """Count `call`; returns the 1-hour weight of its time, 0.0 if it was not counted."""
+        ts = call.ts
+        d = ts - state.landmark
+        if d > self._renormalise_after:
+            self._renormalise(state, ts)
+            d = 0.0
+        elif d < -self._renormalise_after:
+            return 0.0  # hours late: too old to change what the horizons show
+        c = state.counts
+        w0 = _exp(d / 600.0)
+        w1 = _exp(d / 3600.0)
+        w2 = _exp(d / 86400.0)
+        c[0] += w0
+        c[14] += w1
+        c[28] += w2
+        status = call.status
+        out = call.output_tokens
+        if out:
+            kilo = out * 0.001
+            c[13] += kilo * w0
+            c[27] += kilo * w1
+            c[41] += kilo * w2
+        single = call.turn == 1 and call.tool_count == 0
+        stop = call.stop_reason
+        heavy = single and status == 200 and (out > call.input_tokens or stop == "max_tokens")
+        if call.has_prompt:
+            if call.cot_request:
+                c[2] += w0
+                c[16] += w1
+                c[30] += w2
+                if heavy or (single and status != 200):  # throttled: the shape, no answer
+                    c[3] += w0
+                    c[17] += w1
+                    c[31] += w2
+            jailbreak = call.jailbreak_score
+            if call.sysprompt_probe or (jailbreak is not None and jailbreak >= 0.5):
+                c[8] += w0
+                c[22] += w1
+                c[36] += w2
+            simhash = call.simhash
+            if simhash is not None and single:  # templates matter where harvesting lives
+                templates = state.templates
+                for known in templates:
+                    if (simhash ^ known).bit_count() <= 8:
+                        c[12] += w0
+                        c[26] += w1
+                        c[40] += w2
+                        break
+                else:
+                    slot = state.template_next
+                    templates[slot] = simhash
+                    state.template_next = (slot + 1) % _TEMPLATE_SLOTS
+            topic = call.topic
+            if topic is not None:
+                bucket = int(ts // _TOPIC_BUCKET_S)
+                packed = state.topics
+                stored = packed >> 64
+                bit = _TOPIC_BITS.get(topic) or _topic_bit(topic)
+                if stored == bucket:
+                    state.topics = packed | bit
+                elif stored < bucket:
+                    previous = packed & 0xFFFFFFFF if stored == bucket - 1 else 0
+                    state.topics = (bucket << 64) | (previous << 32) | bit
+                elif stored == bucket + 1:  # late, from the previous bucket
+                    state.topics = packed | (bit << 32)
+        else:
+            c[1] += w0
+            c[15] += w1
+            c[29] += w2
+        if single:
+            c[4] += w0
+            c[18] += w1
+            c[32] += w2
+            if heavy:
+                c[5] += w0
+                c[19] += w1
+                c[33] += w2
+        if stop is not None:
+            if stop == "max_tokens":
+                c[6] += w0
+                c[20] += w1
+                c[34] += w2
+            elif stop == "refusal":
+                c[9] += w0
+                c[23] += w1
+                c[37] += w2
+        if call.n > 1 or call.logprobs:
+            c[7] += w0
+            c[21] += w1
+            c[35] += w2
+        if status >= 400:
+            if status == 429:
+                c[10] += w0
+                c[24] += w1
+                c[38] += w2
+            else:
+                c[11] += w0
+                c[25] += w1
+                c[39] += w2
+        last = state.last_ts
+        if ts >= last:
+            if last > -math.inf:
+                gap = ts - last
+                mean = state.gap_mean + _GAP_ALPHA * (gap - state.gap_mean)
+                state.gap_dev += _GAP_ALPHA * (abs(gap - mean) - state.gap_dev)
+                state.gap_mean = mean
+            state.last_ts = ts
+        return w1
+
+    def learn_one(self, state: BehaviourState, call: ApiCall) -> None:
+        """Nothing to do: the baseline is the 1-day horizon minus withheld calls."""
+
+    def withhold_one(self, state: BehaviourState, call: ApiCall) -> None:
+        withheld = state.withheld
+        if withheld is None:
+            withheld = state.withheld = array("f", bytes(4 * N_COUNTERS))
+        w = math.exp((call.ts - state.landmark) / HORIZONS_S[2])
+        withheld[REQ] += w
+        if not call.has_prompt:
+            withheld[NO_PROMPT] += w
+            return
+        if call.cot_request:
+            withheld[COT] += w
+            if call.turn == 1 and call.tool_count == 0 and (
+                call.status != 200
+                or call.output_tokens > call.input_tokens
+                or call.stop_reason == "max_tokens"
+            ):
+                withheld[HARVEST] += w
+        if call.n > 1 or call.logprobs:
+            withheld[MULTI] += w
+        jailbreak = call.jailbreak_score
+        if call.sysprompt_probe or (jailbreak is not None and jailbreak >= 0.5):
+            withheld[PROBE] += w
+
+    # -- judging ----------------------------------------------------------------------
+
+    def score_one(self, state: BehaviourState, call: ApiCall) -> Signal | None:
+        """The strongest signal, as it would be with `call` counted (state unchanged)."""
+        probe = BehaviourState()
+        probe.__setstate__(state.__getstate__())
+        probe.counts = array("f", state.counts)
+        probe.templates = array("Q", state.templates)
+        if state.withheld is not None:
+            probe.withheld = array("f", state.withheld)
+        finding = self.assess_one(probe, call)
+        if finding is None:
+            return None
+        strongest = finding.signals[0]
+        return Signal(
+            strongest.name, finding.score, strongest.value, strongest.baseline, strongest.detail
+        )
+
+    def assess_one(self, state: BehaviourState, call: ApiCall) -> Finding | None:
+        w1 = self._count(state, call)
+        # Cheap gate: no pattern can score without two matching requests in the hour.
+        gate = 2.0 * w1
+        c = state.counts
+        if c[17] < gate and c[21] < gate and c[22] < gate:
+            return None
+        # A late call is judged with the account as it stands now: decayed counts cannot
+        # be rewound to before later calls were counted.
+        ts = call.ts
+        return self._judge(state, ts if ts >= state.last_ts else state.last_ts, call.created_at)
+
+    def _judge(self, state: BehaviourState, ts: float, created_at: float | None) -> Finding | None:
+        c = state.counts
+        d = ts - state.landmark if state.landmark > -math.inf else 0.0
+        i0 = math.exp(-d / 600.0)
+        i1 = math.exp(-d / 3600.0)
+        i2 = math.exp(-d / 86400.0)
+        requests = c[14] * i1
+        if requests <= 0.0:
+            return None
+        prompted = requests - c[15] * i1
+        cot = c[16] * i1
+        harvest = c[17] * i1
+        multi = c[21] * i1
+        probes = c[22] * i1
+        single_share = c[18] * i1 / requests
+        coverage = topic_coverage(state, ts)
+        template_share = c[26] * i1 / (prompted + 1.0)
+
+        mh, mm, mp = self.min_harvest, self.min_multi, self.min_probe
+        purity = (harvest + 1.0) / (cot + 2.0)
+        harvest_quality = _ramp(purity, 0.65, 0.9) * _ramp(harvest / (prompted + 1.0), 0.1, 0.35)
+        harvest_odds = max(c[3] * i0 / mh[0], harvest / mh[1], c[31] * i2 / mh[2])
+        harvest_score = harvest_quality * harvest_odds / (1.0 + harvest_odds)
+
+        multi_share = multi / (requests + 1.0)
+        multi_quality = _ramp(multi_share, 0.3, 0.7)
+        if multi_quality > 0.0:
+            multi_quality *= max(
+                _ramp(coverage, 6, 10), _ramp(template_share, 0.3, 0.6)
+            ) * _ramp(single_share, 0.6, 0.9)
+        multi_odds = max(c[7] * i0 / mm[0], multi / mm[1], c[35] * i2 / mm[2])
+        multi_score = multi_quality * multi_odds / (1.0 + multi_odds)
+
+        probe_share = probes / (prompted + 1.0)
+        probe_odds = max(c[8] * i0 / mp[0], probes / mp[1], c[36] * i2 / mp[2])
+        probe_score = _ramp(probe_share, 0.08, 0.3) * probe_odds / (1.0 + probe_odds)
+
+        base = 1.0 - (1.0 - harvest_score) * (1.0 - multi_score) * (1.0 - probe_score)
+        if base <= 0.0:
+            return None
+        base = min(base, 0.999_999)
+
+        # The account's own history: the day horizon without the withheld calls.
+        own_requests = (c[28] - c[29]) * i2
+        own_cot, own_harvest, own_multi, own_probe = c[30] * i2, c[31] * i2, c[35] * i2, c[36] * i2
+        withheld = state.withheld
+        if withheld is not None:
+            own_requests -= (withheld[REQ] - withheld[NO_PROMPT]) * i2
+            own_cot -= withheld[COT] * i2
+            own_harvest -= withheld[HARVEST] * i2
+            own_multi -= withheld[MULTI] * i2
+            own_probe -= withheld[PROBE] * i2
+        if own_requests >= 30.0:
+            own: tuple[float | None, ...] = (
+                max(0.0, own_cot) / own_requests, max(0.0, own_harvest) / own_requests,
+                max(0.0, own_multi) / own_requests, max(0.0, own_probe) / own_requests,
+            )
+        else:
+            own = (None, None, None, None)
+
+        patterns = (
+            ("cot_request_rate", harvest_score, cot / max(prompted, 1e-9), own[0],
+             purity, harvest, c[3] * i0, c[31] * i2),
+            ("multi_sample_logprobs", multi_score, multi_share, own[2],
+             coverage, multi, c[7] * i0, c[35] * i2),
+            ("jailbreak_probing", probe_score, probe_share, own[3],
+             c[23] * i1 / requests, probes, c[8] * i0, c[36] * i2),
+        )
+        if harvest_score >= multi_score and harvest_score >= probe_score:
+            top, now, was = 0, harvest / max(prompted, 1e-9), own[1]
+        elif multi_score >= probe_score:
+            top, now, was = 1, multi_share, own[2]
+        else:
+            top, now, was = 2, probe_share, own[3]
+
+        amplifiers: list[tuple[str, float, float, float | None]] = []  # name, a, value, base
+        throttled = c[24] * i1
+        completed = requests - throttled - c[25] * i1
+        a = 0.5 * _ramp(template_share, 0.3, 0.7)
+        if a > 0.0:
+            amplifiers.append(("prompt_templates", a, template_share, None))
+        max_tokens_share = c[20] * i1 / (completed + 1.0) if completed > 0 else 0.0
+        a = 0.5 * _ramp(max_tokens_share, 0.1, 0.3)
+        if a > 0.0:
+            amplifiers.append(("max_tokens_hits", a, max_tokens_share, None))
+        if created_at is not None:
+            age_days = max(0.0, (ts - created_at) / 86_400.0)
+            young = self.young_account_days
+            a = _ramp(young - age_days, 0.0, young - 1.0 if young > 1 else young)
+            if a > 0.0:
+                amplifiers.append(("account_age", a, age_days, young))
+        a = 0.3 * _ramp(single_share, 0.7, 0.95)
+        if a > 0.0:
+            amplifiers.append(("single_turn_share", a, single_share, None))
+        kilo_tokens = c[27] * i1
+        a = 0.4 * _ramp(kilo_tokens, 100.0, 400.0)
+        if a > 0.0:
+            amplifiers.append(("output_volume", a, kilo_tokens * 1000.0, None))
+        if was is not None:
+            a = 0.6 * _ramp(now - was, 0.3, 0.6)
+            if a > 0.0:
+                amplifiers.append(("behaviour_shift", a, now, was))
+        throttled_share = throttled / requests
+        a = 0.5 * _ramp(throttled_share, 0.1, 0.4)
+        if a > 0.0:
+            amplifiers.append(("throttling", a, throttled_share, None))
+        if c[28] * i2 >= 20.0 and state.gap_mean > 0.0:
+            cv = state.gap_dev / state.gap_mean
+            a = 0.2 * _ramp(0.3 - cv, 0.0, 0.2)
+            if a > 0.0:
+                amplifiers.append(("arrival_regularity", a, cv, state.gap_mean))
+        if top != 1:
+            a = 0.3 * _ramp(coverage, 6, 10)
+            if a > 0.0:
+                amplifiers.append(("topic_coverage", a, float(coverage), None))
+        percentile = cohort_percentile(state, ts)
+        if percentile is not None:
+            a = 0.5 * _ramp(percentile, 0.9, 0.99)
+            if a > 0.0:
+                amplifiers.append(("cohort_outlier", a, percentile, 0.5))
+
+        amplification = 1.0
+        for amplifier in amplifiers:
+            amplification *= 1.0 + amplifier[1]
+        if amplification > self.max_amplification:
+            amplification = self.max_amplification
+        odds = base / (1.0 - base) * amplification
+        evidence = (tuple(p for p in patterns if p[1] > 0.0), tuple(amplifiers), requests)
+        return Finding(odds / (1.0 + odds), evidence, _explain)
+
+    # -- for the engine, the cohort models and the campaign linker --------------------
+
+    def judge(self, state: BehaviourState, ts: float, created_at: float | None) -> Finding | None:
+        """The account's finding at event time `ts` without counting anything."""
+        return self._judge(state, ts, created_at)
+
+    def suspicion(self, state: BehaviourState, ts: float) -> float:
+        """How much the account's traffic looks like harvesting or extraction, in [0, 1].
+
+        Volume-independent: shares over the 1-day horizon, shrunk towards ordinary
+        traffic by a couple of pseudo-requests, so twenty harvest-shaped requests
+        score as high as twenty thousand, while one or two say little. Components:
+        the harvest shape (trace requests that are single-turn, tool-free,
+        output-heavy), the sweep shape (several samples or log-probs over many
+        topics or templates), the probe shape (jailbreaks, hidden-instruction probes),
+        corroborated by templates, `max_tokens` hits and single-turn share; a
+        reasoning-heavy but conversational account (a tutoring product) gets at most
+        0.25; ordinary chat, coding and agent traffic about 0.
+        """
+        v = _View(state, ts)
+        requests = v.day(REQ)
+        prompted = requests - v.day(NO_PROMPT)
+        if requests < 1.0:
+            return 0.0
+        cot, harvest = v.day(COT), v.day(HARVEST)
+        template_share = v.day(TEMPLATE) / (prompted + 2.0)
+        single_share = v.day(SINGLE) / (requests + 2.0)
+        harvest_shape = _ramp((harvest + 1.0) / (cot + 2.0), 0.6, 0.9) * _ramp(
+            harvest / (prompted + 2.0), 0.15, 0.5
+        )
+        sweep_shape = _ramp(v.day(MULTI) / (requests + 2.0), 0.3, 0.7) * max(
+            _ramp(topic_coverage(state, ts), 6, 10), _ramp(template_share, 0.3, 0.6)
+        )
+        probe_shape = _ramp(v.day(PROBE) / (prompted + 2.0), 0.08, 0.3)
+        shape = max(harvest_shape, sweep_shape, probe_shape)
+        completed = requests - v.day(THROTTLED) - v.day(ERROR)
+        max_tokens_share = v.day(MAX_TOKENS) / (completed + 2.0) if completed > 0 else 0.0
+        context = (
+            _ramp(template_share, 0.3, 0.7)
+            + _ramp(max_tokens_share, 0.1, 0.3)
+            + _ramp(single_share, 0.7, 0.95)
+        ) / 3.0
+        reasoning_heavy = 0.25 * _ramp(cot / (prompted + 2.0), 0.3, 0.9)
+        return 1.0 - (1.0 - shape * (0.7 + 0.3 * context)) * (1.0 - reasoning_heavy)
+
+    def features(self, state: BehaviourState, ts: float) -> tuple[float, ...]:
+        """The account's behaviour at event time `ts` as `FEATURE_NAMES`, each in [0, 1].
+
+        Shares over the last hour (decayed), topic coverage out of 16, request volume
+        as `log1p(requests in the hour) / log1p(1000)`, output tokens per request over
+        8,000. All zeros for an account without requests in the hour.
+        """
+        v = _View(state, ts)
+        requests = v.hour(REQ)
+        if requests <= 1e-6:
+            return (0.0,) * len(FEATURE_NAMES)
+        prompted = max(requests - v.hour(NO_PROMPT), 1e-9)
+        cot, harvest = v.hour(COT), v.hour(HARVEST)
+        completed = max(requests - v.hour(THROTTLED) - v.hour(ERROR), 1e-9)
+        return (
+            min(1.0, cot / prompted),
+            min(1.0, harvest / prompted),
+            (harvest + 1.0) / (cot + 2.0),
+            min(1.0, v.hour(SINGLE) / requests),
+            min(1.0, v.hour(HEAVY) / requests),
+            min(1.0, v.hour(MAX_TOKENS) / completed),
+            min(1.0, v.hour(MULTI) / requests),
+            min(1.0, v.hour(PROBE) / prompted),
+            min(1.0, v.hour(TEMPLATE) / prompted),
+            min(1.0, v.hour(THROTTLED) / requests),
+            min(1.0, topic_coverage(state, ts) / 16.0),
+            min(1.0, math.log1p(requests) / math.log1p(1000.0)),
+            min(1.0, v.hour(KILO_TOKENS) / requests / 8.0),
+        )
+
+
+def cohort_percentile(state: BehaviourState, ts: float) -> float | None:
+    """The account's cohort percentile if it may be used at event time `ts`, else None.
+
+    Usable from the moment its epoch was final (so a replay and a live run agree) and
+    for an hour after that.
+    """
+    packed = state.cohort
+    if not packed:
+        return None
+    usable_from = packed >> 10
+    if not usable_from <= ts < usable_from + 3600:
+        return None
+    return (packed & 0x3FF) / 1000.0
+
+
+# -- explanations: the sentences of alert reasons ---------------------------------------
+
+_PATTERN_WORDS = {
+    "cot_request_rate": "asked for full reasoning traces",
+    "multi_sample_logprobs": "asked for several samples or log-probabilities",
+    "jailbreak_probing": "were jailbreak attempts or probes for hidden instructions",
+}
+
+
+def _explain(evidence: object) -> tuple[Signal, ...]:
+    patterns: tuple[tuple[Any, ...], ...]
+    amplifiers: tuple[tuple[str, float, float, float | None], ...]
+    requests: float
+    patterns, amplifiers, requests = evidence  # type: ignore[misc]
+    signals: list[Signal] = []
+    for name, score, share, baseline, extra, _hour, short, day in patterns:
+        words = _PATTERN_WORDS[name]
+        if name == "cot_request_rate":
+            more = f"{extra:.0%} of them single-turn, tool-free and output-heavy"
+        elif name == "multi_sample_logprobs":
+            more = f"across {extra:.0f} topics"
+        else:
+            more = f"{extra:.0%} of answers were refusals"
+        history = (
+            "no clean history for this account yet" if baseline is None
+            else f"its own history is {baseline:.0%}"
+        )
+        signals.append(Signal(
+            name, score, share, baseline,
+            f"{share:.0%} of ~{requests:,.0f} requests in the last hour {words}, {more} "
+            f"(~{short:.0f} such in the last 10 min, ~{day:.0f} in the last day); {history}",
+        ))
+    # Context signals rank after the pattern they corroborate: score = a * that pattern's.
+    strongest = max((p[1] for p in patterns), default=0.0)
+    for name, a, value, baseline in amplifiers:
+        signals.append(Signal(name, min(1.0, a) * strongest, value, baseline, _amplifier_words(
+            name, value, baseline
+        )))
+    signals.sort(key=lambda s: -s.score)
+    return tuple(signals)
+
+
+def _amplifier_words(name: str, value: float, baseline: float | None) -> str:
+    if name == "prompt_templates":
+        return f"{value:.0%} of prompts in the last hour were near-duplicates of a few templates"
+    if name == "max_tokens_hits":
+        return f"{value:.0%} of answers in the last hour ran into the max_tokens ceiling"
+    if name == "account_age":
+        return f"the account was {value:.1f} days old, under the {baseline:g}-day cold start"
+    if name == "single_turn_share":
+        return f"{value:.0%} of requests in the last hour were single-turn and tool-free"
+    if name == "output_volume":
+        return f"~{value:,.0f} output tokens in the last hour"
+    if name == "behaviour_shift":
+        return f"the share rose to {value:.0%} from {baseline:.0%} in the account's own history"
+    if name == "throttling":
+        return f"{value:.0%} of requests in the last hour were throttled (429) and it kept on"
+    if name == "arrival_regularity":
+        return (
+            f"requests arrive at machine-regular intervals (every ~{baseline:.1f} s, "
+            f"spread {value:.0%})"
+        )
+    if name == "topic_coverage":
+        return f"prompts covered {value:.0f} topics within the last hour"
+    if name == "cohort_outlier":
+        return f"more unusual than {value:.0%} of accounts in its cohort of peers"
+    return f"{name} = {value:g}"

@@ -162,7 +162,7 @@ def deployment(kafka: Settings, tmp_path: Path) -> Iterator[Deployment]:
         "DISTILLWATCH_STATE_DIR": str(tmp_path / "state"),
         "DISTILLWATCH_CLICKHOUSE_FLUSH_INTERVAL_S": "0.5",
         "DISTILLWATCH_WEB_PORT": str(free_port()),
-        "DISTILLWATCH_LOG_LEVEL": "warn",
+        "DISTILLWATCH_LOG_LEVEL": os.environ.get("DISTILLWATCH_TEST_LOG_LEVEL", "warn"),
     }
     env = {**{k: v for k, v in os.environ.items() if k.startswith("KAFKA_")}, **env}
     settings = Settings.model_validate(env)

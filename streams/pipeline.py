@@ -86,6 +86,7 @@ class PipelineStats:
     events_detected: int = 0
     alerts: int = 0
     verdicts: int = 0
+    redelivered: int = 0  # input records seen again and skipped
     failed: int = 0  # valid events the worker failed to process (dead-lettered)
     started_at: float = field(default_factory=lambda: datetime.now(UTC).timestamp())
 
@@ -125,6 +126,7 @@ class Pipeline:
         self._next_evidence_expiry = -math.inf
         self.watermark = 0.0  # max event time (epoch seconds) this worker has seen
         self._dead_lettered = 0
+        self._taken: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset taken
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
         self._client: Client | None = None
         self.sink: ClickHouseSink | None = None
@@ -196,6 +198,8 @@ class Pipeline:
         async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
             calls: list[ApiCall] = []
             for record in batch:
+                if not self._first_delivery(record.message):
+                    continue
                 stats.records_in += 1
                 events, rejections = decode_api_calls(record.value)
                 for rejection in rejections:
@@ -207,10 +211,31 @@ class Pipeline:
                 await self.by_account.send(value=encode_calls(group), partition=partition)
             yield None
 
+    def _first_delivery(self, message: Any) -> bool:
+        """False for a record this worker has already taken.
+
+        Faust's consumer can go back to the last committed offset without a rebalance of
+        its own (seen right after another worker joined the group: records read to the
+        end were delivered again from the commit point). Processing them twice would
+        count, learn and alert twice, so each agent skips what it has already had.
+        """
+        tp = (message.topic, message.partition)
+        last = self._taken.get(tp, -1)
+        if message.offset <= last:
+            self.stats.redelivered += 1
+            if self.stats.redelivered <= LOG_FIRST_DEAD_LETTERS:
+                log.warning("skipping redelivered %s[%d]@%d (already had up to %d)",
+                            message.topic, message.partition, message.offset, last)
+            return False
+        self._taken[tp] = message.offset
+        return True
+
     async def _feedback(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         """Analyst verdicts, sent to the partition that holds the account's state."""
         topic, partitions = self.settings.topic_feedback, self.settings.topic_partitions
         async for record in stream.events():
+            if not self._first_delivery(record.message):
+                continue
             verdict = decode_verdict(record.value)
             if isinstance(verdict, Rejection):
                 await self._dead_letter(verdict, topic, record.message)
@@ -233,6 +258,8 @@ class Pipeline:
             now = time.monotonic()
             merger.assign(self.assigned_partitions(), now)
             for record in batch:
+                if not self._first_delivery(record.message):
+                    continue
                 try:
                     item = decode_by_account(record.value)
                     if isinstance(item, AnalystVerdict):
@@ -300,6 +327,8 @@ class Pipeline:
         async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
             edges: list[LinkEdge] = []
             for record in batch:
+                if not self._first_delivery(record.message):
+                    continue
                 try:
                     for observation in decode_observations(record.value):
                         edges.extend(evidence.add(observation))
@@ -320,6 +349,8 @@ class Pipeline:
         async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
             latest = self.cluster_watermark
             for record in batch:
+                if not self._first_delivery(record.message):
+                    continue
                 try:
                     item = decode_edges_or_tick(record.value)
                     if isinstance(item, float):
@@ -472,6 +503,7 @@ class Pipeline:
             "events_detected": s.events_detected,
             "alerts": s.alerts,
             "verdicts": s.verdicts,
+            "redelivered": s.redelivered,
             "failed": s.failed,
             "accounts_tracked": self.engine.accounts_tracked,
             "open_campaigns": len(self.clusters.open_campaigns),

@@ -191,25 +191,16 @@ class ClickHouseSink:
                 self.rows_written["account_minute"] += len(rows)
                 written += len(rows)
                 minutes = {}
-            if alerts:
-                self.client.insert(f"{self.database}.alerts", alerts, column_names=ALERT_COLUMNS)
-                self.rows_written["alerts"] += len(alerts)
-                written += len(alerts)
-                alerts = []
-            if dead_letters:
-                self.client.insert(
-                    f"{self.database}.dead_letters", dead_letters, column_names=DEAD_LETTER_COLUMNS
-                )
-                self.rows_written["dead_letters"] += len(dead_letters)
-                written += len(dead_letters)
-                dead_letters = []
-            if members:
-                self.client.insert(
-                    f"{self.database}.campaign_members", members, column_names=MEMBER_COLUMNS
-                )
-                self.rows_written["campaign_members"] += len(members)
-                written += len(members)
-                members = []
+            for table, columns, rows in (
+                ("alerts", ALERT_COLUMNS, alerts),
+                ("dead_letters", DEAD_LETTER_COLUMNS, dead_letters),
+                ("campaign_members", MEMBER_COLUMNS, members),
+            ):
+                if rows:
+                    self.client.insert(f"{self.database}.{table}", rows, column_names=columns)
+                    self.rows_written[table] += len(rows)
+                    written += len(rows)
+                    rows.clear()  # written: not to be restored if a later insert fails
         except Exception:
             self._restore(minutes, alerts, dead_letters, members)
             raise

@@ -114,6 +114,16 @@ def test_campaigns_count_as_detected_at_half_their_accounts(
     assert card.ttd_campaign_p90_s == pytest.approx(200.0)
 
 
+def test_time_to_first_alert_per_campaign(known_alerts: list[dict[str, Any]]) -> None:
+    card = score_alerts(LABELS, known_alerts, days=0.5)
+    by_id = {c.campaign_id: c for c in card.campaigns}
+    # A began at t=0 and a1 was first named at 100; B began at 30, b1 first named at 300:
+    # a campaign not yet "detected" (half named) has still been alerted on.
+    assert by_id["A"].first_alert_s == pytest.approx(100.0)
+    assert by_id["B"].first_alert_s == pytest.approx(270.0)
+    assert card.ttd_campaign_first_alert_median_s == pytest.approx(185.0)
+
+
 def test_recall_and_time_to_detect_per_account(known_alerts: list[dict[str, Any]]) -> None:
     card = score_alerts(LABELS, known_alerts, days=0.5)
     assert card.recall_by_archetype["hydra"].alerted == 3

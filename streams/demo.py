@@ -47,10 +47,10 @@ LIMIT 12
 """
 
 ALERTS_SQL = """
-SELECT severity, status, count() AS alerts, uniqExact(dedup_key) AS accounts
+SELECT kind, severity, status, count() AS alerts, uniqExact(dedup_key) AS episodes
 FROM {db}.alerts FINAL
-GROUP BY severity, status
-ORDER BY severity, status
+GROUP BY kind, severity, status
+ORDER BY kind, severity, status
 """
 
 
@@ -214,7 +214,7 @@ def run_demo(settings: Settings, *, scenario: str, seed: int, speed: float) -> N
         say("\n4. ClickHouse, queried through the running worker (`distillwatch sql`):")
         db = dsettings.clickhouse_database
         for title, query in (("accounts by max score", SUMMARY_SQL),
-                             ("alerts by severity", ALERTS_SQL)):
+                             ("alerts by kind and severity", ALERTS_SQL)):
             columns, rows, where = run_query(dsettings, query.format(db=db))
             say(f"\n   {title} ({where}):")
             say("   " + format_table(columns, rows).replace("\n", "\n   "))

@@ -24,12 +24,11 @@ Steps and what they print:
 from __future__ import annotations
 
 import gc
-import math
 import sys
 import time
 import zlib
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -52,7 +51,7 @@ from models.records import ApiCall  # noqa: E402
 from schemas.alert import Alert  # noqa: E402
 from simulator.generate import generate, write_scenario  # noqa: E402
 from simulator.scenario import load_scenario  # noqa: E402
-from simulator.scorecard import parse_event_time, score_alerts  # noqa: E402
+from simulator.scorecard import campaign_bars, score_alerts  # noqa: E402
 
 
 def _seconds(text: str | None) -> float | None:
@@ -158,44 +157,6 @@ def run_split(
     return alerts, {"observations": len(observations), "edges": len(edges)}
 
 
-def campaign_bar(
-    labels: Iterable[Mapping[str, Any]], alerts: Iterable[Alert], within_s: float = 3600.0
-) -> list[dict[str, Any]]:
-    """Per true campaign: seconds from its first attack event to the first firing campaign
-    alert naming one of its accounts, the share of its accounts named, and the share named
-    within `within_s` seconds of their own `attack_start`."""
-    start_of: dict[str, float] = {}
-    members: dict[str, list[str]] = defaultdict(list)
-    for row in labels:
-        if row.get("campaign_id"):
-            members[row["campaign_id"]].append(row["account_id"])
-            start_of[row["account_id"]] = parse_event_time(row["attack_start"])
-    named_at: dict[str, float] = {}
-    for alert in alerts:
-        if alert.kind == "campaign" and alert.status == "firing":
-            at = alert.event_time.timestamp()
-            for ref in alert.accounts:
-                named_at[ref.account_id] = min(named_at.get(ref.account_id, math.inf), at)
-    rows = []
-    for campaign_id in sorted(members):
-        accounts = members[campaign_id]
-        start = min(start_of[a] for a in accounts)
-        firsts = [named_at[a] for a in accounts if a in named_at]
-        rows.append(
-            {
-                "campaign_id": campaign_id,
-                "accounts": len(accounts),
-                "first_alert_s": min(firsts) - start if firsts else None,
-                "named": len(firsts) / len(accounts),
-                "named_in_time": sum(
-                    1 for a in accounts if named_at.get(a, math.inf) - start_of[a] <= within_s
-                )
-                / len(accounts),
-            }
-        )
-    return rows
-
-
 def _iter_labels(path: Path) -> Iterator[dict[str, Any]]:
     decode = msgspec.json.Decoder().decode
     with path.open("rb") as handle:
@@ -287,11 +248,11 @@ def main(data: Path, scenario: str, seed: int, split: int) -> None:
         ttd = "-" if c.ttd_s is None else f"{c.ttd_s / 60:.1f}m"
         click.echo(f"  {c.campaign_id:28} {c.archetype:18} {f'{c.named}/{c.accounts}':>9} {ttd:>9}")
     click.echo(f"\n  {'bar':28} {'first alert':>11} {'named':>7} {'in 60 min':>9}")
-    for row in campaign_bar(labels, alerts):
-        first = "-" if row["first_alert_s"] is None else f"{row['first_alert_s'] / 60:.1f}m"
+    for bar in sorted(campaign_bars(labels, alerts, within_s=3600.0).values(),
+                      key=lambda bar: bar.campaign_id):
+        first = "-" if bar.first_alert_s is None else f"{bar.first_alert_s / 60:.1f}m"
         click.echo(
-            f"  {row['campaign_id']:28} {first:>11} {row['named']:>7.1%}"
-            f" {row['named_in_time']:>9.1%}"
+            f"  {bar.campaign_id:28} {first:>11} {bar.named:>7.1%} {bar.named_within:>9.1%}"
         )
     benign = Counter(
         name for name, group in card.benign_by_archetype.items() for _ in range(group.alerted)

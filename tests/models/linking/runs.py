@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import math
 import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -27,7 +26,6 @@ from schemas.alert import Alert
 from schemas.event import ApiCallEvent
 from simulator.generate import generate
 from simulator.scenario import load_scenario
-from simulator.scorecard import parse_event_time
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,48 +101,6 @@ def link_split(run: SimulatedRun, workers: int, ties_by_account: bool = False) -
         clusters.add(edge)
     alerts.extend(clusters.advance(run.calls[-1].ts))
     return alerts
-
-
-@dataclass(frozen=True)
-class CampaignBar:
-    """How one true campaign fared; times are seconds of event time."""
-
-    campaign_id: str
-    accounts: int
-    first_alert_s: float | None  # from its first attack event to its first campaign alert
-    named: float  # share of its accounts named by firing campaign alerts
-    named_within: float  # share named within `within_s` of their own attack start
-
-
-def campaign_bars(
-    labels: Iterable[Mapping[str, Any]], alerts: Iterable[Alert], within_s: float
-) -> dict[str, CampaignBar]:
-    """The issue's bar per true campaign."""
-    start_of: dict[str, float] = {}
-    members: dict[str, list[str]] = defaultdict(list)
-    for row in labels:
-        if row.get("campaign_id"):
-            members[row["campaign_id"]].append(row["account_id"])
-            start_of[row["account_id"]] = parse_event_time(row["attack_start"])
-    named_at: dict[str, float] = {}
-    for alert in alerts:
-        if alert.kind == "campaign" and alert.status == "firing":
-            at = alert.event_time.timestamp()
-            for ref in alert.accounts:
-                named_at[ref.account_id] = min(named_at.get(ref.account_id, math.inf), at)
-    bars = {}
-    for campaign_id, accounts in members.items():
-        start = min(start_of[a] for a in accounts)
-        firsts = [named_at[a] for a in accounts if a in named_at]
-        within = sum(1 for a in accounts if named_at.get(a, math.inf) - start_of[a] <= within_s)
-        bars[campaign_id] = CampaignBar(
-            campaign_id,
-            len(accounts),
-            min(firsts) - start if firsts else None,
-            len(firsts) / len(accounts),
-            within / len(accounts),
-        )
-    return bars
 
 
 def membership_precision(run: SimulatedRun, alerts: Iterable[Alert]) -> float:

@@ -10,9 +10,9 @@ import pytest
 
 from models.linking import CampaignLinker
 from schemas.alert import Alert
+from simulator.scorecard import campaign_bars
 from tests.models.linking.runs import (
     SimulatedRun,
-    campaign_bars,
     link_in_process,
     link_split,
     membership_precision,

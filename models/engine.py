@@ -592,3 +592,99 @@ class DetectionEngine:
                 for signal in ranked
             ],
         )
+
+    # -- state that outlives the process ----------------------------------------------
+    # The engine does no I/O; a worker persists accounts through these (see
+    # streams/statestore.py): it snapshots accounts it changed, evicts idle ones from RAM
+    # and imports them back on their next call, so state survives restarts and moves
+    # with its partition.
+
+    def import_account(self, tenant_id: str, account_id: str, account: AccountState) -> None:
+        """Take over an account's state (from a snapshot), replacing any in memory."""
+        key = (tenant_id, account_id)
+        self._accounts[key] = account
+        if account.episode is not None:
+            self._open[key] = account.episode
+        else:
+            self._open.pop(key, None)
+
+    def evict_account(self, tenant_id: str, account_id: str) -> AccountState | None:
+        """Forget an account's state (the caller has it saved); returns what was held."""
+        key = (tenant_id, account_id)
+        self._open.pop(key, None)
+        account = self._accounts.pop(key, None)
+        if account is not None and self._last_state is not None and (
+            self._profile_index is not None
+            and account.detector_states[self._profile_index] is self._last_state
+        ):
+            self._last_state = None
+        return account
+
+    def idle_accounts(self, before_ts: float) -> list[AccountKey]:
+        """Accounts without a call since event time `before_ts` and without an open
+        episode: the ones that may leave memory. Empty without a `BehaviourDetector`
+        (nothing else records when an account was last active)."""
+        index = self._profile_index
+        if index is None:
+            return []
+        return [
+            key for key, account in self._accounts.items()
+            if account.episode is None and account.detector_states[index].last_ts < before_ts
+        ]
+
+    def accounts(self) -> list[AccountKey]:
+        """Every account held in memory."""
+        return list(self._accounts)
+
+    def export_shared(self) -> dict[str, Any]:
+        """What the engine knows beyond single accounts: event-time progress, the cohort
+        models with the epoch samples not yet final (by account key: the states they
+        refer to are the accounts' own), the feedback model and the tenant limits."""
+        cohorts = self.cohorts
+        pending = None
+        if cohorts is not None:
+            pending = {
+                epoch: [(s[0], s[1], None, *s[3:]) for s in samples]
+                for epoch, samples in cohorts._pending.items()
+            }
+        return {
+            "watermark": self._watermark,
+            "cohorts": None if cohorts is None else cohorts.cohorts,
+            "pending": pending,
+            "feedback": self.feedback,
+            "tenant_openings": self._tenant_openings,
+            "tenant_folded": self._tenant_folded,
+        }
+
+    @staticmethod
+    def shared_accounts(shared: dict[str, Any]) -> set[AccountKey]:
+        """Accounts that `shared` samples refer to: import them before `import_shared`."""
+        return {s[1] for samples in (shared["pending"] or {}).values() for s in samples}
+
+    def import_shared(self, shared: dict[str, Any]) -> None:
+        """Restore what `export_shared` returned (of an engine with the same configuration).
+
+        Samples of accounts not held (never imported) are dropped: their epoch goes on
+        without them."""
+        self._watermark = max(self._watermark, shared["watermark"])
+        cohorts, index = self.cohorts, self._profile_index
+        if cohorts is not None and shared["cohorts"] is not None:
+            cohorts.cohorts = shared["cohorts"]
+            if index is not None:
+                accounts = self._accounts
+                pending = {
+                    epoch: [
+                        (s[0], s[1], accounts[s[1]].detector_states[index], *s[3:])
+                        for s in samples if s[1] in accounts
+                    ]
+                    for epoch, samples in (shared["pending"] or {}).items()
+                }
+                cohorts._pending = pending
+                cohorts._next_final = min(
+                    ((e + 1) * cohorts.epoch_s + cohorts.lateness_s for e in pending),
+                    default=float("inf"),
+                )
+        if self.feedback is not None and shared["feedback"] is not None:
+            self.feedback = shared["feedback"]
+        self._tenant_openings = shared["tenant_openings"]
+        self._tenant_folded = shared["tenant_folded"]

@@ -36,6 +36,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.internal_topic_link_observations, "internal: link evidence by key",
                   p, {}),
         TopicSpec(settings.internal_topic_campaign_edges, "internal: links to cluster", 1, {}),
+        TopicSpec(settings.internal_topic_account_state,
+                  "internal: account state snapshots (changelog)", p,
+                  {**big, "cleanup.policy": "compact"}),
         # Faust's partition assignor elects its leader through this one-partition topic.
         TopicSpec(f"{settings.app_id}-__assignor-__leader", "internal: Faust assignor", 1, {}),
     ]

@@ -34,7 +34,7 @@ from typing import Any
 import faust
 from clickhouse_connect.driver.client import Client
 
-from models.engine import DetectionEngine
+from models.engine import AccountKey, DetectionEngine
 from models.linking.clusters import CampaignClusters
 from models.linking.evidence import KeyEvidence, LinkEdge
 from models.linking.observe import LinkObservation, LinkObserver
@@ -61,6 +61,14 @@ from streams.kafka import faust_credentials
 from streams.ordering import EventTimeMerger
 from streams.settings import Settings, redact_url
 from streams.sinks import ClickHouseSink
+from streams.statestore import (
+    SHARED_KEY,
+    AccountStore,
+    account_key,
+    decode_snapshot,
+    encode_snapshot,
+    split_account_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +80,8 @@ TICK_EVERY_S = 60.0  # event-time seconds between a detect worker's ticks to the
 CLUSTER_LATENESS_S = 120.0
 DRAIN_EVERY_S = 0.25  # wall-clock seconds between checks for calls the merger may release
 EXPIRE_EVERY_S = 600.0  # event-time seconds between sweeps of idle linking state
+EVICT_EVERY_S = 300.0  # event-time seconds between sweeps of idle accounts out of memory
+SHARED_EVERY_S = 60.0  # wall-clock seconds between snapshots of the engine's shared models
 ACCOUNT_IDLE_S = 7 * 86400.0  # an account silent this long is forgotten by the link observer
 LOG_FIRST_DEAD_LETTERS = 20
 
@@ -88,6 +98,11 @@ class PipelineStats:
     verdicts: int = 0
     redelivered: int = 0  # input records seen again and skipped
     failed: int = 0  # valid events the worker failed to process (dead-lettered)
+    state_restored: int = 0  # changelog records replayed into the local store at assignment
+    state_written: int = 0  # account snapshots written to the store and changelog
+    accounts_loaded: int = 0  # accounts read back from the store at their next call
+    accounts_evicted: int = 0  # idle accounts that left memory (their snapshot is stored)
+    snapshots_unreadable: int = 0  # snapshots of another format version: account restarted
     started_at: float = field(default_factory=lambda: datetime.now(UTC).timestamp())
 
 
@@ -128,6 +143,15 @@ class Pipeline:
         self._dead_lettered = 0
         self._taken: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset taken
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+        # Account state that outlives the process (streams/statestore.py).
+        self.store = AccountStore(settings) if settings.state_store else None
+        self._store_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state")
+        self._held: set[int] = set()  # partitions whose accounts' state this worker holds
+        self._dirty: set[AccountKey] = set()  # accounts changed since their last snapshot
+        self._checkpoint_lock = asyncio.Lock()
+        self._shared_restored = False
+        self._next_shared = 0.0  # monotonic time of the next shared-models snapshot
+        self._next_eviction = -math.inf
         self._client: Client | None = None
         self.sink: ClickHouseSink | None = None
         self.app = self._build_app()
@@ -172,6 +196,9 @@ class Pipeline:
         app.agent(self.edges, name="cluster")(self._cluster)
         app.timer(s.clickhouse_flush_interval_s)(self._flush_timer)
         app.timer(DRAIN_EVERY_S)(self._drain_timer)
+        if self.store is not None:
+            app.timer(s.state_checkpoint_interval_s)(self._checkpoint_timer)
+            app.on_partitions_revoked.connect(self._on_partitions_revoked)
         app.task(self._quiet_library_loggers)
         pipeline = self
 
@@ -255,8 +282,11 @@ class Pipeline:
         engine, stats, merger = self.engine, self.stats, self.merger
         topic = self.settings.internal_topic_by_account
         async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
+            assigned = self.assigned_partitions()
+            if self.store is not None and set(assigned) != self._held:
+                await self._hold(assigned)
             now = time.monotonic()
-            merger.assign(self.assigned_partitions(), now)
+            merger.assign(assigned, now)
             for record in batch:
                 if not self._first_delivery(record.message):
                     continue
@@ -281,18 +311,26 @@ class Pipeline:
         if len(self.merger):
             await self._drain()
 
-    async def _drain(self) -> None:
-        """Process the calls the merger releases now, in order, one drain at a time."""
+    async def _drain(self, everything: bool = False) -> None:
+        """Process the calls the merger releases now (`everything`: all it holds), in
+        order, one drain at a time."""
         async with self._drain_lock:
-            ready = self.merger.release(time.monotonic())
+            ready = self.merger.release(math.inf if everything else time.monotonic())
             if not ready:
                 return
             engine, sink, observer = self.engine, self.sink, self.observer
             topic = self.settings.internal_topic_by_account
             watermark = self.watermark
             observations: list[LinkObservation] = []
+            store, dirty, held = self.store, self._dirty, engine.account_state
             for call in ready:
                 try:
+                    if store is not None:
+                        key = (call.tenant_id, call.account_id)
+                        if key not in dirty:
+                            if held(*key) is None:
+                                self._load(key)
+                            dirty.add(key)
                     alerts = engine.process(call)
                     suspicion = self.suspicion.update(call, engine.last_suspicion)
                     observations.extend(observer.observe(call, suspicion))
@@ -415,6 +453,150 @@ class Pipeline:
             "; ".join(r.detail for r in alert.reasons)[:500],
         )
 
+    # -- account state: restored with its partition, snapshotted, evicted when idle ------
+
+    async def _hold(self, assigned: list[int]) -> None:
+        """Take up the state of newly assigned partitions before any of their calls is
+        processed; let go of partitions no longer held."""
+        assert self.store is not None
+        store, loop = self.store, asyncio.get_running_loop()
+        new = set(assigned) - self._held
+        gone = self._held - set(assigned)
+        if gone:  # normally done already when the partitions were revoked
+            await self._release(gone)
+        if not new:
+            return
+        restored = await loop.run_in_executor(self._store_executor, store.restore, new)
+        self.stats.state_restored += sum(r.records for r in restored)
+        self._held |= new
+        if not self._shared_restored:
+            value = store.shared(min(new))
+            shared = None if value is None else decode_snapshot(value)
+            if value is not None and shared is None:
+                self.stats.snapshots_unreadable += 1
+            if shared is not None:
+                for key in DetectionEngine.shared_accounts(shared):
+                    if self.engine.account_state(*key) is None:
+                        self._load(key)
+                self.engine.import_shared(shared)
+                self.watermark = max(self.watermark, shared["watermark"])
+            self._shared_restored = True
+        # Accounts in an open episode come back now, so that their episodes can resolve
+        # even if they never call again; the others at their next call.
+        for partition in new:
+            for key, value in store.open_accounts(partition):
+                if self.engine.account_state(*split_account_key(key)) is None:
+                    self._import(split_account_key(key), value)
+
+    def _load(self, key: AccountKey) -> None:
+        """Read an account's snapshot back into memory, if the store has one."""
+        assert self.store is not None
+        partition = partition_for(key[1], self.settings.topic_partitions)
+        value = self.store.get(partition, account_key(*key))
+        if value is not None:
+            self._import(key, value)
+
+    def _import(self, key: AccountKey, value: bytes) -> None:
+        state = decode_snapshot(value)
+        if state is None:
+            self.stats.snapshots_unreadable += 1
+            return
+        account, link, share = state
+        tenant_id, account_id = key
+        self.engine.import_account(tenant_id, account_id, account)
+        if link is not None:
+            self.observer.import_account(account_id, link)
+        if share is not None:
+            self.suspicion.share.import_account(account_id, share)
+        self.stats.accounts_loaded += 1
+
+    def _snapshot(self, key: AccountKey) -> tuple[int, bytes, bytes] | None:
+        tenant_id, account_id = key
+        account = self.engine.account_state(tenant_id, account_id)
+        if account is None:
+            return None
+        state = (
+            account,
+            self.observer.export_account(account_id),
+            self.suspicion.share.export_account(account_id),
+        )
+        return (
+            partition_for(account_id, self.settings.topic_partitions),
+            account_key(tenant_id, account_id),
+            encode_snapshot(state, account.episode is not None),
+        )
+
+    async def _checkpoint(self, shared: bool = False, evict: bool = True) -> None:
+        """Snapshot every account changed since the last checkpoint (and, if `shared`,
+        the engine's shared models); then let idle accounts leave memory."""
+        if self.store is None:
+            return
+        store, loop = self.store, asyncio.get_running_loop()
+        async with self._checkpoint_lock:
+            async with self._drain_lock:  # no call changes an account while it is copied
+                dirty, self._dirty = self._dirty, set()
+                records = [r for r in map(self._snapshot, dirty) if r is not None]
+                held = sorted(self._held)
+                if shared and held:
+                    records.append((held[0], SHARED_KEY,
+                                    encode_snapshot(self.engine.export_shared(), False)))
+            if records:
+                try:
+                    offsets = await loop.run_in_executor(self._store_executor, store.send,
+                                                         records)
+                except Exception as exc:  # keep the accounts dirty: the next checkpoint retries
+                    log.error("state checkpoint failed, will retry: %s", exc)
+                    self._dirty |= dirty
+                    return
+                store.apply(records, offsets)
+                self.stats.state_written += len(records)
+            if evict and self.watermark >= self._next_eviction:
+                self._evict_idle()
+                self._next_eviction = next_boundary(self.watermark, EVICT_EVERY_S)
+
+    def _evict_idle(self) -> None:
+        """Idle accounts, stored and unchanged since, leave memory."""
+        before = self.watermark - self.settings.state_idle_s
+        dirty = self._dirty
+        for key in self.engine.idle_accounts(before):
+            if key not in dirty:
+                self._forget(key)
+
+    def _forget(self, key: AccountKey) -> None:
+        tenant_id, account_id = key
+        if self.engine.evict_account(tenant_id, account_id) is not None:
+            self.observer.forget_account(account_id)
+            self.suspicion.share.forget_account(account_id)
+            self.stats.accounts_evicted += 1
+
+    async def _checkpoint_timer(self) -> None:
+        now = time.monotonic()
+        shared = now >= self._next_shared
+        if shared:
+            self._next_shared = now + SHARED_EVERY_S
+        await self._checkpoint(shared=shared)
+
+    async def _on_partitions_revoked(self, app: faust.App, revoked: set[Any], **_: Any) -> None:
+        """Before partitions move: process what is buffered, snapshot, let go of them."""
+        name = self.settings.internal_topic_by_account
+        gone = {tp.partition for tp in revoked if tp.topic == name} & self._held
+        if gone:
+            await self._release(gone)
+
+    async def _release(self, partitions: set[int]) -> None:
+        assert self.store is not None
+        await self._drain(everything=True)
+        await self._checkpoint(shared=True, evict=False)
+        count = self.settings.topic_partitions
+        for key in self.engine.accounts():
+            if partition_for(key[1], count) in partitions:
+                self.engine.evict_account(*key)
+                self.observer.forget_account(key[1])
+                self.suspicion.share.forget_account(key[1])
+        self.store.close_partitions(partitions)
+        self._held -= partitions
+        log.info("let go of the account state of partitions %s", sorted(partitions))
+
     # -- ClickHouse -----------------------------------------------------------------------
 
     def open_clickhouse(self) -> None:
@@ -455,6 +637,10 @@ class Pipeline:
 
     async def _on_before_shutdown(self, app: faust.App, **_: Any) -> None:
         # Streams are drained by now: what is buffered is all there will be.
+        await self._drain(everything=True)
+        if self.store is not None:
+            await self._checkpoint(shared=True, evict=False)
+            self.store.close()
         await self._flush()
         if self.sink is not None and self.sink.pending:
             log.error("ClickHouse rows still pending at shutdown: %d", self.sink.pending)
@@ -505,6 +691,11 @@ class Pipeline:
             "verdicts": s.verdicts,
             "redelivered": s.redelivered,
             "failed": s.failed,
+            "state_restored": s.state_restored,
+            "state_written": s.state_written,
+            "accounts_loaded": s.accounts_loaded,
+            "accounts_evicted": s.accounts_evicted,
+            "snapshots_unreadable": s.snapshots_unreadable,
             "accounts_tracked": self.engine.accounts_tracked,
             "open_campaigns": len(self.clusters.open_campaigns),
             "watermark": self.watermark,

@@ -105,6 +105,20 @@ class Settings(BaseSettings):
         "DISTILLWATCH_WEB_PORT", "port of the worker's HTTP endpoint (SQL routing, health)",
         default=6066,
     )
+    state_store: bool = _env(
+        "DISTILLWATCH_STATE_STORE",
+        "keep account state in RocksDB and a changelog topic, so a restarted worker resumes it",
+        default=True,
+    )
+    state_checkpoint_interval_s: float = _env(
+        "DISTILLWATCH_STATE_CHECKPOINT_INTERVAL_S",
+        "seconds (wall clock) between snapshots of the accounts that changed", default=5.0, gt=0,
+    )
+    state_idle_s: float = _env(
+        "DISTILLWATCH_STATE_IDLE_S",
+        "event-time seconds without a call after which an account's state leaves memory for"
+        " the store (read back at its next call)", default=3600.0, gt=0,
+    )
     log_level: Literal["debug", "info", "warn", "error"] = _env(
         "DISTILLWATCH_LOG_LEVEL", "worker log level", default="info"
     )
@@ -145,6 +159,11 @@ class Settings(BaseSettings):
     def internal_topic_link_observations(self) -> str:
         """Link evidence keyed by link key, so every account sharing a key meets in one place."""
         return f"{self.app_id}-link-observations"
+
+    @property
+    def internal_topic_account_state(self) -> str:
+        """Compacted changelog of account snapshots, partitioned like the by-account topic."""
+        return f"{self.app_id}-account-state-changelog"
 
     @property
     def internal_topic_campaign_edges(self) -> str:

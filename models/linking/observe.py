@@ -177,6 +177,18 @@ class LinkObserver:
         """Bytes of one account's state array (the dict entry and its key not included)."""
         return sys.getsizeof(self._blank)
 
+    def export_account(self, account_id: str) -> array[int] | None:
+        """The account's state, for a snapshot; None if it has none."""
+        return self._accounts.get(account_id)
+
+    def import_account(self, account_id: str, state: array[int]) -> None:
+        """Take over an account's state from a snapshot."""
+        self._accounts[account_id] = state
+
+    def forget_account(self, account_id: str) -> None:
+        """Drop an account's state from memory (its snapshot holds it)."""
+        self._accounts.pop(account_id, None)
+
     def observe(self, call: ApiCall, suspicion: float) -> list[LinkObservation]:
         """The observations `call` causes, given the account's `suspicion` in [0, 1]."""
         account_id = call.account_id

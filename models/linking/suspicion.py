@@ -73,6 +73,18 @@ class ExtractionShareSuspicion:
     def __len__(self) -> int:
         return len(self._accounts)
 
+    def export_account(self, account_id: str) -> array[float] | None:
+        """The account's state, for a snapshot; None if it has none."""
+        return self._accounts.get(account_id)
+
+    def import_account(self, account_id: str, state: array[float]) -> None:
+        """Take over an account's state from a snapshot."""
+        self._accounts[account_id] = state
+
+    def forget_account(self, account_id: str) -> None:
+        """Drop an account's state from memory (its snapshot holds it)."""
+        self._accounts.pop(account_id, None)
+
     def update(self, call: ApiCall) -> float:
         """Count `call` into its account and return the account's suspicion after it."""
         state = self._accounts.get(call.account_id)

@@ -65,34 +65,56 @@ def confluent_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     return conf
 
 
+def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    if settings.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    context = ssl.create_default_context(
+        cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+    )
+    if settings.kafka_ssl_certfile:
+        context.load_cert_chain(
+            str(settings.kafka_ssl_certfile),
+            str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
+        )
+    return context
+
+
+def _sasl_password(settings: Settings) -> str:
+    password = settings.kafka_sasl_password
+    return password.get_secret_value() if password is not None else ""
+
+
 def faust_credentials(settings: Settings) -> Any:
     """Faust's broker credentials for the configured security protocol (None for plaintext)."""
     import faust
 
-    proto = settings.kafka_security_protocol
-    context = None
-    if proto in ("SSL", "SASL_SSL"):
-        context = ssl.create_default_context(
-            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
-        )
-        if settings.kafka_ssl_certfile:
-            context.load_cert_chain(
-                str(settings.kafka_ssl_certfile),
-                str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
-            )
-    if proto.startswith("SASL"):
-        password = (
-            settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
-        )
+    context = _ssl_context(settings)
+    if settings.kafka_security_protocol.startswith("SASL"):
         return faust.SASLCredentials(
             username=settings.kafka_sasl_username or "",
-            password=password,
+            password=_sasl_password(settings),
             mechanism=settings.kafka_sasl_mechanism,
             ssl_context=context,
         )
     if context is not None:
         return faust.SSLCredentials(context)
     return None
+
+
+def aiokafka_options(settings: Settings) -> dict[str, Any]:
+    """Connection and security options of an aiokafka client (the worker's raw consumer)."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "security_protocol": settings.kafka_security_protocol,
+        "ssl_context": _ssl_context(settings),
+    }
+    if settings.kafka_security_protocol.startswith("SASL"):
+        options.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_username or "",
+            sasl_plain_password=_sasl_password(settings),
+        )
+    return options
 
 
 def admin_client(settings: Settings) -> AdminClient:

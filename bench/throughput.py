@@ -74,6 +74,8 @@ from streams.settings import Settings  # noqa: E402
 MODULES = {"distillwatch": "streams", "naive": "bench.naive_app",
            "prototype": "bench._prototype_app", "tuned": "bench._tuned_worker"}
 STALL_S = 90.0
+SPILL_SPAN_MS = 10 * 3600 * 1000  # event time a spill scenario's traffic spans
+SPILL_IDLE_S = 3600  # DISTILLWATCH_STATE_IDLE_S of the spill scenarios
 
 
 @dataclass
@@ -107,6 +109,8 @@ class Result:
     max_ms: float | None = None
     per_worker: list[dict[str, Any]] = field(default_factory=list)
     overlap_accounts: int | None = None
+    accounts_evicted: int = 0  # idle accounts whose state left memory for the store
+    state_written: int = 0  # account snapshots written to the store and changelog
     error: str | None = None
 
     @property
@@ -176,7 +180,8 @@ class Profiler:
 
 def _health_total(workers: list[Worker]) -> dict[str, Any] | None:
     total: dict[str, Any] = {"records_in": 0, "events_detected": 0, "accounts_tracked": 0,
-                             "clickhouse_pending": 0, "ch_rows": 0, "alerts": 0}
+                             "clickhouse_pending": 0, "ch_rows": 0, "alerts": 0,
+                             "accounts_evicted": 0, "state_written": 0}
     for w in workers:
         h = w.health()
         if h is None:
@@ -189,6 +194,8 @@ def _health_total(workers: list[Worker]) -> dict[str, Any] | None:
         total["clickhouse_pending"] += h.get("clickhouse_pending") or 0
         total["ch_rows"] += sum((h.get("clickhouse_rows_written") or {}).values())
         total["alerts"] += h.get("alerts", 0)
+        total["accounts_evicted"] += h.get("accounts_evicted", 0)
+        total["state_written"] += h.get("state_written", 0)
     return total
 
 
@@ -228,15 +235,17 @@ def _wait_for(workers: list[Worker], target: int, result: Result | None = None,
 
 
 def run_scenario(args: argparse.Namespace, name: str, app: str, batch: int, accounts: int,
-                 events: int, workers: int = 1, latency_s: float = 0.0) -> Result:
+                 events: int, workers: int = 1, latency_s: float = 0.0, step_ms: int = 1,
+                 extra_env: dict[str, str] | None = None) -> Result:
     result = Result(name=name, app=app, batch=batch, accounts=accounts, events=events,
                     workers=workers)
     bootstrap = args.bootstrap
     workdir = Path(tempfile.mkdtemp(prefix=f"dw-bench-{name}-", dir=args.workdir))
-    env = deployment_env(bootstrap, workdir, name.replace("_", "-"))
+    env = {**deployment_env(bootstrap, workdir, name.replace("_", "-")), **(extra_env or {})}
     settings = Settings.model_validate(env)
     ensure_topics(settings)
-    plan = TrafficPlan(accounts=accounts, harvest_every=args.harvest_every, run=name[:3])
+    plan = TrafficPlan(accounts=accounts, harvest_every=args.harvest_every, run=name[:3],
+                       step_ms=step_ms)
     started: list[Worker] = []
     profiler: Profiler | None = None
     try:
@@ -274,6 +283,8 @@ def run_scenario(args: argparse.Namespace, name: str, app: str, batch: int, acco
         result.ch_rows = h["ch_rows"]
         result.ch_rows_per_s = h["ch_rows"] / result.drain_s
         result.alerts = h["alerts"]
+        result.accounts_evicted = h["accounts_evicted"]
+        result.state_written = h["state_written"]
         if workers > 1:
             for w in started:
                 wh = w.health() or {}
@@ -418,6 +429,15 @@ def notes(results: list[Result]) -> list[str]:
             out.append(f"{r.name}: {r.accounts_tracked:,} accounts tracked, RSS {_mib(r.rss_end)}"
                        f" MiB after the drain, marginal {marginal:,.0f} B per account vs 1 account")
     for r in results:
+        if r.name.startswith("spill_") and not r.error:
+            held, grown = max(r.accounts_tracked, 1), r.rss_end - r.rss_ready
+            out.append(f"{r.name}: {r.distinct_accounts:,} accounts over 10 h of event time, "
+                       f"{r.accounts_tracked:,} in memory at the end, {r.accounts_evicted:,} "
+                       f"evicted to the store ({r.state_written:,} snapshots written); RSS "
+                       f"{_mib(r.rss_end)} MiB, grown {_mib(grown)} MiB since start: "
+                       f"{grown / held:,.0f} B per account in memory, "
+                       f"{grown / r.distinct_accounts:,.0f} B per account seen")
+    for r in results:
         if r.workers > 1 and not r.error:
             split = ", ".join(f"w{i}: {w['events_detected']:,} events, {w['accounts_tracked']:,}"
                               f" accounts, partitions {w.get('partitions')}"
@@ -448,8 +468,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="one event in this many is a harvester's")
     parser.add_argument("--latency-harvest-every", type=int, default=10,
                         help="in the paced stream: one event in this many is a harvester's")
-    parser.add_argument("--only", help="comma list of: single,batch,naive,scale,two,tuned,proto"
-                        " (default: all but tuned and proto)")
+    parser.add_argument("--only", help="comma list of: single,batch,naive,scale,two,spill,"
+                        "tuned,proto (default: all but tuned and proto)")
     parser.add_argument("--py-spy", metavar="DIR",
                         help="record each one-worker distillwatch drain with py-spy (raw) into DIR")
     parser.add_argument("--py-spy-native", action="store_true")
@@ -462,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     latency_s = args.latency_s if args.latency_s is not None else (6.0 if args.quick else 15.0)
     scale = [int(a) for a in (args.accounts or ("1,10000" if args.quick else
                                                  "1,10000,100000,1000000")).split(",")]
-    only = set((args.only or "single,batch,naive,scale,two").split(","))
+    only = set((args.only or "single,batch,naive,scale,two,spill").split(","))
     k = args.accounts_main
     plan: list[tuple[str, str, int, int, int, int, float]] = []
     if "single" in only:
@@ -486,6 +506,11 @@ def main(argv: list[str] | None = None) -> int:
                          max(events, accounts), 1, 0.0))
     if "two" in only:
         plan.append(("dw_two_workers", "distillwatch", 1, k, events, 2, 0.0))
+    spill = [max(scale)] if "spill" in only and max(scale) > 1 else []
+    for accounts in spill:
+        # Accounts keep arriving over 10 hours of event time; each is idle after its call.
+        plan.append((f"spill_{accounts}", "distillwatch", args.batch, accounts,
+                     max(events, accounts), 1, 0.0))
 
     print(f"broker {args.bootstrap}; {len(plan)} scenarios; {os.cpu_count()} CPUs",
           file=sys.stderr)
@@ -493,7 +518,12 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     for name, app, batch, accounts, n, workers, lat in plan:
         t = time.monotonic()
-        r = run_scenario(args, name, app, batch, accounts, n, workers, lat)
+        if name.startswith("spill_"):
+            r = run_scenario(args, name, app, batch, accounts, n, workers, lat,
+                             step_ms=max(1, SPILL_SPAN_MS // n),
+                             extra_env={"DISTILLWATCH_STATE_IDLE_S": str(SPILL_IDLE_S)})
+        else:
+            r = run_scenario(args, name, app, batch, accounts, n, workers, lat)
         if name == "dw_batch" and "scale" in only and k in scale:
             r2 = Result(**{**asdict(r), "name": f"scale_{k}"})
             results.append(r)

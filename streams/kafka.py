@@ -32,7 +32,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic_alerts, "out: alerts, keyed by dedup_key", p, {}),
         TopicSpec(settings.topic_dead_letters, "out: rejected input with its reason", p, big),
         TopicSpec(settings.topic_feedback, "in: analyst verdicts", p, {}),
-        TopicSpec(settings.internal_topic_by_account, "internal: valid events by account", p, {}),
+        TopicSpec(settings.internal_topic_by_account, "internal: valid events by account", p, big),
         TopicSpec(settings.internal_topic_link_observations, "internal: link evidence by key",
                   p, {}),
         TopicSpec(settings.internal_topic_campaign_edges, "internal: links to cluster", 1, {}),

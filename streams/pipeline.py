@@ -24,7 +24,8 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,10 +44,11 @@ from models.linking.observe import LinkObservation, LinkObserver
 from models.linking.suspicion import LinkingSuspicion
 from models.records import ApiCall
 from schemas.alert import Alert
-from schemas.decode import Rejection, decode_api_calls, decode_verdict
+from schemas.decode import Rejection, decode_verdict
 from schemas.feedback import AnalystVerdict
 from streams.clickhouse import connect, migrate, query_rows
 from streams.deadletter import dead_letter
+from streams.fast_decode import decode_calls
 from streams.internal import (
     decode_by_account,
     decode_edges_or_tick,
@@ -77,6 +79,10 @@ log = logging.getLogger(__name__)
 TAKE_MAX = 2_000  # records handed to an agent at once
 INGEST_MAX_RECORDS = 2_000  # input records validated and re-keyed together
 INGEST_FETCH_BYTES = 16 * 1024 * 1024  # bytes the input consumer fetches at once
+# Items (calls, observations, edges) per internal record: about 0.5 MB at most, under the
+# broker's default 1 MiB limit, however many one batch of input produces.
+INTERNAL_MAX_ITEMS = 1_000
+INGEST_IN_FLIGHT = 4  # fetched batches whose sends may await acknowledgement at once
 TAKE_WITHIN_S = 0.05  # ... or whatever arrived within this many seconds (wall clock)
 TICK_EVERY_S = 60.0  # event-time seconds between a detect worker's ticks to the clusterer
 # Event-time seconds the clusterer stays behind the latest tick: links found by the link
@@ -118,6 +124,18 @@ def engine_from_settings(settings: Settings) -> DetectionEngine:
 def next_boundary(ts: float, every_s: float) -> float:
     """The first multiple of `every_s` after `ts` (event-time seconds)."""
     return (math.floor(ts / every_s) + 1) * every_s
+
+
+async def _send_chunks(
+    topic: Any, items: Sequence[Any], encode: Callable[[Sequence[Any]], bytes], partition: int
+) -> list[Any]:
+    """Send `items` to one partition of an internal topic, INTERNAL_MAX_ITEMS per record;
+    returns the delivery futures."""
+    return [
+        await topic.send(value=encode(items[start:start + INTERNAL_MAX_ITEMS]),
+                         partition=partition)
+        for start in range(0, len(items), INTERNAL_MAX_ITEMS)
+    ]
 
 
 def stamp(alert: Alert) -> Alert:
@@ -245,20 +263,32 @@ class Pipeline:
             fetch_max_wait_ms=50,
         )
         await consumer.start()
+        # Batches whose sends are in flight, oldest first: the next batch is validated
+        # while the broker acknowledges the previous ones, and offsets are committed in
+        # order as their batches complete.
+        in_flight: deque[tuple[asyncio.Future[Any], dict[Any, int]]] = deque()
         try:
             while True:
                 batches = await consumer.getmany(timeout_ms=200, max_records=INGEST_MAX_RECORDS)
-                if not batches:
-                    continue
-                sent = await self._ingest_batch(
-                    [record for records in batches.values() for record in records]
-                )
-                await asyncio.gather(*sent)
-                try:
-                    await consumer.commit({tp: records[-1].offset + 1
-                                           for tp, records in batches.items()})
-                except KafkaError as exc:  # a rebalance took the partitions: they are re-read
-                    log.warning("input offsets not committed (%s); records may be re-read", exc)
+                if batches:
+                    sent = await self._ingest_batch(
+                        [record for records in batches.values() for record in records]
+                    )
+                    offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
+                    in_flight.append((asyncio.ensure_future(asyncio.gather(*sent)), offsets))
+                    if len(in_flight) > INGEST_IN_FLIGHT:
+                        await in_flight[0][0]
+                commit: dict[Any, int] = {}
+                while in_flight and in_flight[0][0].done():
+                    done, offsets = in_flight.popleft()
+                    done.result()  # a failed send stops the worker rather than losing input
+                    commit.update(offsets)
+                if commit:
+                    try:
+                        await consumer.commit(commit)
+                    except KafkaError as exc:  # a rebalance took the partitions: re-read
+                        log.warning("input offsets not committed (%s); records may be re-read",
+                                    exc)
         finally:
             await consumer.stop()
 
@@ -272,15 +302,14 @@ class Pipeline:
             if not self._first_delivery(record):
                 continue
             stats.records_in += 1
-            events, rejections = decode_api_calls(record.value)
+            valid, rejections = decode_calls(record.value)
             for rejection in rejections:
                 sent.append(await self._dead_letter(rejection, topic, record))
             stats.rejected += len(rejections)
-            stats.events_valid += len(events)
-            calls.extend(ApiCall.from_event(event) for event in events)
+            stats.events_valid += len(valid)
+            calls += valid
         for partition, group in group_by_partition(calls, "account_id", partitions).items():
-            sent.append(await self.by_account.send(value=encode_calls(group),
-                                                   partition=partition))
+            sent += await _send_chunks(self.by_account, group, encode_calls, partition)
         return sent
 
     def _first_delivery(self, message: Any) -> bool:
@@ -391,8 +420,7 @@ class Pipeline:
             self.stats.events_detected += len(ready)
             groups = group_by_partition(observations, "hub", self.settings.topic_partitions)
             for partition, group in groups.items():
-                await self.observations.send(value=encode_observations(group),
-                                             partition=partition)
+                await _send_chunks(self.observations, group, encode_observations, partition)
             self.watermark = watermark
             for alert in engine.advance(watermark):
                 await self._emit(alert)
@@ -420,7 +448,7 @@ class Pipeline:
                 except Exception as exc:  # a defect must not stop linking
                     await self._processing_error(exc, record.value, topic, record.message)
             if edges:
-                await self.edges.send(value=encode_edges(edges), partition=0)
+                await _send_chunks(self.edges, edges, encode_edges, 0)
             if watermark >= self._next_evidence_expiry:
                 evidence.expire(watermark)
                 self._next_evidence_expiry = next_boundary(watermark, EXPIRE_EVERY_S)
@@ -531,9 +559,10 @@ class Pipeline:
         # Accounts in an open episode come back now, so that their episodes can resolve
         # even if they never call again; the others at their next call.
         for partition in new:
-            for key, value in store.open_accounts(partition):
-                if self.engine.account_state(*split_account_key(key)) is None:
-                    self._import(split_account_key(key), value)
+            for stored_key, value in store.open_accounts(partition):
+                account = split_account_key(stored_key)
+                if self.engine.account_state(*account) is None:
+                    self._import(account, value)
 
     def _load(self, key: AccountKey) -> None:
         """Read an account's snapshot back into memory, if the store has one."""

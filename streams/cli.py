@@ -36,6 +36,9 @@ def main(ctx: click.Context) -> None:
 @click.pass_context
 def worker(ctx: click.Context) -> None:
     """Run a stream-processing worker until interrupted."""
+    from streams import memory
+
+    memory.limit_arenas()  # before any thread starts (see streams/memory.py)
     import faust
 
     from streams.kafka import ensure_topics

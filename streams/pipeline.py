@@ -46,6 +46,7 @@ from models.records import ApiCall
 from schemas.alert import Alert
 from schemas.decode import Rejection, decode_verdict
 from schemas.feedback import AnalystVerdict
+from streams import memory
 from streams.clickhouse import connect, migrate, query_rows
 from streams.deadletter import dead_letter
 from streams.fast_decode import decode_calls
@@ -82,6 +83,7 @@ INGEST_FETCH_BYTES = 16 * 1024 * 1024  # bytes the input consumer fetches at onc
 # Items (calls, observations, edges) per internal record: about 0.5 MB at most, under the
 # broker's default 1 MiB limit, however many one batch of input produces.
 INTERNAL_MAX_ITEMS = 1_000
+STREAM_BUFFER_RECORDS = 64  # internal records Faust buffers per stream
 INGEST_IN_FLIGHT = 4  # fetched batches whose sends may await acknowledgement at once
 TAKE_WITHIN_S = 0.05  # ... or whatever arrived within this many seconds (wall clock)
 TICK_EVERY_S = 60.0  # event-time seconds between a detect worker's ticks to the clusterer
@@ -91,6 +93,8 @@ CLUSTER_LATENESS_S = 120.0
 DRAIN_EVERY_S = 0.25  # wall-clock seconds between checks for calls the merger may release
 EXPIRE_EVERY_S = 600.0  # event-time seconds between sweeps of idle linking state
 EVICT_EVERY_S = 300.0  # event-time seconds between sweeps of idle accounts out of memory
+SWEEP_EVERY_S = 60.0  # ... and wall-clock seconds, for when event time stands still
+CHECKPOINT_CHUNK = 10_000  # account snapshots pickled, sent and stored together
 SHARED_EVERY_S = 60.0  # wall-clock seconds between snapshots of the engine's shared models
 ACCOUNT_IDLE_S = 7 * 86400.0  # an account silent this long is forgotten by the link observer
 LOG_FIRST_DEAD_LETTERS = 20
@@ -174,6 +178,8 @@ class Pipeline:
         self._shared_restored = False
         self._next_shared = 0.0  # monotonic time of the next shared-models snapshot
         self._next_eviction = -math.inf
+        self._next_sweep = 0.0  # monotonic time by which idle accounts are looked for anyway
+        self._checkpoint_task: asyncio.Future[None] | None = None
         self._client: Client | None = None
         self.sink: ClickHouseSink | None = None
         self.app = self._build_app()
@@ -202,6 +208,9 @@ class Pipeline:
             consumer_max_fetch_size=16 * 1024 * 1024,
             consumer_auto_offset_reset="earliest",
             stream_wait_empty=True,
+            # Internal records carry up to INTERNAL_MAX_ITEMS calls each: Faust's default
+            # buffer of 4,096 records per stream held gigabytes when detect fell behind.
+            stream_buffer_maxsize=STREAM_BUFFER_RECORDS,
         )
         self.by_account = app.topic(s.internal_topic_by_account, value_serializer="raw")
         self.alerts_topic = app.topic(s.topic_alerts, value_serializer="raw")
@@ -422,6 +431,12 @@ class Pipeline:
             for partition, group in groups.items():
                 await _send_chunks(self.observations, group, encode_observations, partition)
             self.watermark = watermark
+            if store is not None and watermark >= self._next_eviction and (
+                not self._checkpoint_lock.locked()
+            ):
+                # Event time outran the wall-clock checkpoints (a replay, a backlog): store
+                # and evict now, so memory follows the active accounts at any speed.
+                self._checkpoint_task = asyncio.ensure_future(self._checkpoint())
             for alert in engine.advance(watermark):
                 await self._emit(alert)
             if watermark >= self._next_tick:
@@ -609,26 +624,34 @@ class Pipeline:
             return
         store, loop = self.store, asyncio.get_running_loop()
         async with self._checkpoint_lock:
-            async with self._drain_lock:  # no call changes an account while it is copied
-                dirty, self._dirty = self._dirty, set()
-                records = [r for r in map(self._snapshot, dirty) if r is not None]
-                held = sorted(self._held)
-                if shared and held:
-                    records.append((held[0], SHARED_KEY,
-                                    encode_snapshot(self.engine.export_shared(), False)))
-            if records:
+            dirty, self._dirty = list(self._dirty), set()
+            # In chunks, so that a checkpoint of many accounts holds little memory at once
+            # and calls go on between chunks (an account changed meanwhile is dirty again).
+            for start in range(0, max(len(dirty), 1), CHECKPOINT_CHUNK):
+                chunk = dirty[start:start + CHECKPOINT_CHUNK]
+                async with self._drain_lock:  # no call changes an account while it is copied
+                    records = [r for r in map(self._snapshot, chunk) if r is not None]
+                    held = sorted(self._held)
+                    if shared and held and start + CHECKPOINT_CHUNK >= len(dirty):
+                        records.append((held[0], SHARED_KEY,
+                                        encode_snapshot(self.engine.export_shared(), False)))
+                if not records:
+                    continue
                 try:
                     offsets = await loop.run_in_executor(self._store_executor, store.send,
                                                          records)
                 except Exception as exc:  # keep the accounts dirty: the next checkpoint retries
                     log.error("state checkpoint failed, will retry: %s", exc)
-                    self._dirty |= dirty
+                    self._dirty.update(dirty[start:])
                     return
                 store.apply(records, offsets)
                 self.stats.state_written += len(records)
-            if evict and self.watermark >= self._next_eviction:
+            now = time.monotonic()
+            if evict and (self.watermark >= self._next_eviction or now >= self._next_sweep):
                 self._evict_idle()
                 self._next_eviction = next_boundary(self.watermark, EVICT_EVERY_S)
+                self._next_sweep = now + SWEEP_EVERY_S
+            memory.trim()
 
     def _evict_idle(self) -> None:
         """Idle accounts, stored and unchanged since, leave memory."""

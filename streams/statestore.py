@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch
 
 from streams.errors import StreamsError
 from streams.kafka import confluent_config
@@ -50,6 +50,12 @@ SHARED_KEY = b"\x00engine-shared"  # the engine's shared models (changelog and l
 _OPEN = b"\x01"  # local index: _OPEN + account key for accounts with an open episode
 _ACCOUNT_SEP = "\x1f"
 _PRODUCE_TIMEOUT_S = 60.0
+# RocksDB memory per partition database: memtables up to 16 MiB in all, an 8 MiB block
+# cache. RocksDB's defaults (64 MiB memtables, two of them) would cost more than the
+# accounts that leave memory for it.
+_MEMTABLE_BYTES = 8 << 20
+_MEMTABLES_TOTAL_BYTES = 16 << 20
+_BLOCK_CACHE_BYTES = 8 << 20
 
 
 class StateStoreError(StreamsError):
@@ -122,7 +128,15 @@ class AccountStore:
     def _open(self, partition: int) -> Rdict:
         path = self.directory / str(partition)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return Rdict(str(path), options=Options(raw_mode=True))
+        options = Options(raw_mode=True)
+        options.set_write_buffer_size(_MEMTABLE_BYTES)
+        options.set_max_write_buffer_number(2)
+        options.set_db_write_buffer_size(_MEMTABLES_TOTAL_BYTES)
+        table = BlockBasedOptions()
+        table.set_block_cache(Cache(_BLOCK_CACHE_BYTES))
+        table.set_bloom_filter(10, False)  # most reads are of accounts never stored
+        options.set_block_based_table_factory(table)
+        return Rdict(str(path), options=options)
 
     def _restore(self, partition: int) -> Restored:
         started = time.monotonic()

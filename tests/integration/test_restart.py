@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from schemas.alert import Alert
-from tests.integration.conftest import Deployment, WorkerProcess
+from tests.integration.conftest import Deployment, WorkerProcess, free_port
 from tests.traffic import chatter, encode
 
 pytestmark = pytest.mark.integration
@@ -87,3 +88,50 @@ def test_restarted_worker_resumes_its_accounts(
     # The same account alerts as one uninterrupted offline run, field for field: without
     # the restored state the second worker would re-open episodes and alert anew.
     assert _account_alerts(streamed) == _account_alerts(offline)
+
+
+def test_state_follows_partitions_to_a_joining_worker(
+    deployment: Deployment, start_worker: Callable[..., WorkerProcess], tmp_path: Path,
+) -> None:
+    lines = _scenario(tmp_path)
+    cut = json.loads(lines[len(lines) // 2])["ts"]
+    first = [line for line in lines if json.loads(line)["ts"] < cut]
+    second = lines[len(first):]
+    one = start_worker()
+    deployment.produce([(json.loads(line)["account_id"].encode(), line) for line in first])
+    one.wait_until(lambda h: h["events_detected"] == len(first), timeout_s=300)
+    episodes_before = {a.alert_id: a for a in (
+        Alert.model_validate_json(m.value())
+        for m in deployment.consume(deployment.settings.topic_alerts, expected=1, timeout_s=60))
+        if a.kind == "account"}
+    assert episodes_before
+
+    # A second worker joins: half of the partitions, with their accounts, move to it.
+    two = start_worker(DISTILLWATCH_STATE_DIR=str(tmp_path / "two"),
+                       DISTILLWATCH_WEB_PORT=str(free_port()))
+    two.wait_until(lambda h: len(h["partitions"]) > 0, timeout_s=120)
+    deployment.produce([(json.loads(line)["account_id"].encode(), line) for line in second])
+    one.wait_until(lambda h: h["partitions"] != list(range(4)), timeout_s=60)
+
+    def detected() -> int:
+        return sum((w.health() or {}).get("events_detected", 0) for w in (one, two))
+
+    deadline = time.monotonic() + 300
+    while detected() < len(lines) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert detected() >= len(lines)
+    assert two.health()["state_restored"] > 0  # the moved accounts, from the changelog
+    alerts = [Alert.model_validate_json(m.value()) for m in deployment.consume(
+        deployment.settings.topic_alerts, expected=len(episodes_before) + 1, timeout_s=60)]
+    # Alert ids name (account, episode, transition): with its state, the new owner of an
+    # account continues its episode; without it, it would open "episode 1" again and send
+    # a second alert under an id already used.
+    by_id: dict[str, set[str]] = {}
+    for alert in alerts:
+        if alert.kind == "account":
+            by_id.setdefault(alert.alert_id, set()).add(
+                alert.model_dump_json(exclude={"detected_at", "reasons", "score"}))
+    reused = {k: v for k, v in by_id.items() if len(v) > 1}
+    assert not reused, list(reused.values())[:2]
+    moved = set(two.health()["partitions"])
+    assert moved and moved.isdisjoint(one.health()["partitions"])

@@ -18,8 +18,14 @@ shared with the records and reported apart.
 
 The sparse run holds a million accounts that send `--sparse-events` requests each (most
 accounts of a real fleet are idle at any moment): it measures the state of an idle
-account, and the speed when most events meet an account for the first time. The
-garbage collector stays on, as in a worker.
+account, and the speed when most events meet an account for the first time.
+
+The garbage collector runs as in `distillwatch worker` (`streams/cli.py`): what exists
+before timing starts (here the prebuilt events, there modules and the app) is frozen out
+of collection, and the thresholds are raised to `WORKER_GC_THRESHOLD`. `--gc cpython`
+measures CPython's default thresholds instead, with nothing frozen; the prebuilt
+events then weigh on every full collection, which a worker never carries. The output
+says which setting was measured.
 """
 
 from __future__ import annotations
@@ -30,11 +36,14 @@ import random
 import sys
 import time
 import tracemalloc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from models.engine import DetectionEngine
 from models.records import ApiCall
+from streams.cli import WORKER_GC_THRESHOLD
 
 T0 = 1_800_000_000.0
 SPAN_S = 3600.0
@@ -87,23 +96,34 @@ def synthetic_calls(
     return calls
 
 
+@contextmanager
+def collector(setting: str) -> Iterator[None]:
+    """Run the block under the garbage-collector `setting`: `worker` or `cpython`."""
+    gc.collect()
+    if setting == "cpython":
+        yield
+        return
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(*WORKER_GC_THRESHOLD)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
 def measure(
-    accounts: int, events: int, harvesters: int, harvest_traffic: float, seed: int
+    accounts: int,
+    events: int,
+    harvesters: int,
+    harvest_traffic: float,
+    seed: int,
+    gc_setting: str = "worker",
 ) -> Result:
     calls = synthetic_calls(accounts, events, harvesters, harvest_traffic, seed)
-
-    engine = DetectionEngine()
-    process = engine.process
-    gc.collect()
-    alerts = 0
-    started = time.perf_counter()
-    cpu_started = time.process_time()
-    for call in calls:
-        if out := process(call):
-            alerts += len(out)
-    alerts += len(engine.advance(calls[-1].ts + 2 * SPAN_S))
-    elapsed = time.perf_counter() - started
-    cpu = time.process_time() - cpu_started
+    with collector(gc_setting):
+        elapsed, cpu, alerts = _time_process(calls)
 
     engine = DetectionEngine()
     process = engine.process
@@ -123,6 +143,20 @@ def measure(
     )
 
 
+def _time_process(calls: list[ApiCall]) -> tuple[float, float, int]:
+    """Wall-clock seconds, CPU seconds and alerts of one engine processing `calls`."""
+    engine = DetectionEngine()
+    process = engine.process
+    alerts = 0
+    started = time.perf_counter()
+    cpu_started = time.process_time()
+    for call in calls:
+        if out := process(call):
+            alerts += len(out)
+    alerts += len(engine.advance(calls[-1].ts + 2 * SPAN_S))
+    return time.perf_counter() - started, time.process_time() - cpu_started, alerts
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--accounts", type=int, nargs="+", default=[10_000, 100_000])
@@ -132,15 +166,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--sparse-accounts", type=int, default=1_000_000)
     parser.add_argument("--sparse-events", type=int, default=2, help="events per sparse account")
+    parser.add_argument(
+        "--gc", choices=["worker", "cpython"], default="worker",
+        help="garbage collector as `distillwatch worker` sets it (default), or CPython's defaults",
+    )
     args = parser.parse_args(argv)
     runs = [(accounts, args.events) for accounts in args.accounts]
     if args.sparse_accounts:
         runs.append((args.sparse_accounts, args.sparse_accounts * args.sparse_events))
 
+    if args.gc == "worker":
+        print("gc: as `distillwatch worker` (streams/cli.py): start-up heap frozen, thresholds "
+              f"{WORKER_GC_THRESHOLD}")
+    else:
+        print(f"gc: CPython defaults, thresholds {gc.get_threshold()}, nothing frozen")
     print(f"{'accounts':>9} {'events':>10} {'events/s':>10} {'ev/CPU-s':>10} {'us/event':>9} "
           f"{'state B/acct':>12} {'+id strings':>11} {'alerts':>7}")
     for accounts, events in runs:
-        r = measure(accounts, events, args.harvesters, args.harvest_traffic, args.seed)
+        r = measure(
+            accounts, events, args.harvesters, args.harvest_traffic, args.seed, args.gc
+        )
         print(f"{r.accounts:>9,} {r.events:>10,} {r.events_per_s:>10,.0f} "
               f"{r.events_per_cpu_s:>10,.0f} {1e6 / r.events_per_cpu_s:>9.2f} "
               f"{r.state_bytes_per_account:>12,.0f} "

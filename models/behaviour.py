@@ -47,35 +47,55 @@ PROBE, REFUSAL, THROTTLED, ERROR, TEMPLATE, KILO_TOKENS = range(8, 14)
 N_COUNTERS = 14
 HORIZONS_S = (600.0, 3600.0, 86_400.0)
 _K1, _K2 = N_COUNTERS, 2 * N_COUNTERS
+# After the horizons: one counter per topic slot at the 1-day horizon (topic entropy).
+TOPIC_SLOTS = 16
+_T0 = 3 * N_COUNTERS
 _TEMPLATE_SLOTS = 6
 _TOPIC_BUCKET_S = 1800.0  # coverage is the union of this half hour and the previous one
 _exp = math.exp
-_ZERO_COUNTS = array("f", bytes(4 * 3 * N_COUNTERS))
+_ZERO_COUNTS = array("f", bytes(4 * (3 * N_COUNTERS + TOPIC_SLOTS)))
 _ZERO_TEMPLATES = array("Q", bytes(8 * _TEMPLATE_SLOTS))
 _GAP_ALPHA = 0.1  # weight of the newest inter-arrival gap in its running mean and spread
+_LOG1P_1000 = math.log1p(1000.0)
 
-#: The gateway topic classifier's labels get fixed bits; others hash into the rest.
+#: The gateway topic classifier's labels get fixed bits and entropy slots; other labels
+#: hash into the remaining bits (coverage) and share the two remaining slots (entropy).
 KNOWN_TOPICS = (
     "coding", "math", "reasoning", "agentic", "chat", "writing", "science", "other",
     "law", "medicine", "finance", "translation", "data_analysis", "history",
 )  # fmt: skip
-_TOPIC_BITS: dict[str, int] = {topic: 1 << i for i, topic in enumerate(KNOWN_TOPICS)}
+# topic -> (coverage bit, index of its entropy counter in `BehaviourState.counts`)
+_TOPICS: dict[str, tuple[int, int]] = {
+    topic: (1 << i, _T0 + i) for i, topic in enumerate(KNOWN_TOPICS)
+}
+#: Topic entropy (bits, 1-day horizon) from which prompts count as spread over the
+#: taxonomy, and where the spread is complete. Single-subject products (tutoring,
+#: batch jobs) sit under 1.6 bits, general chat and coding mixes about 2.7, a research
+#: lab's handful of subjects under 2.4; a sweep over the 14 labels reaches 3.8.
+ENTROPY_BROAD_BITS = (3.0, 3.5)
+# Fewer topic-labelled prompts than this in the day (decayed) say nothing about spread.
+_ENTROPY_MIN_PROMPTS = 10.0
+_BROAD_MIN_TOPICS = 2 ** ENTROPY_BROAD_BITS[0]  # log2(k) topics: fewer cannot be broad
+_LN2 = math.log(2.0)
 
 #: Names of `features()`, in order; every feature is in [0, 1].
 FEATURE_NAMES = (
     "cot_share", "harvest_share", "harvest_purity", "single_turn_share",
     "output_heavy_share", "max_tokens_share", "multi_sample_share", "probe_share",
     "template_share", "throttled_share", "topic_coverage", "volume", "tokens_per_request",
+    "topic_entropy",
 )  # fmt: skip
 
 
-def _topic_bit(topic: str) -> int:
-    bit = _TOPIC_BITS.get(topic)
-    if bit is None:
-        bit = 1 << (len(KNOWN_TOPICS) + zlib.crc32(topic.encode()) % (32 - len(KNOWN_TOPICS)))
-        if len(_TOPIC_BITS) < 4096:  # a bounded cache: labels come from a classifier
-            _TOPIC_BITS[topic] = bit
-    return bit
+def _topic(topic: str) -> tuple[int, int]:
+    entry = _TOPICS.get(topic)
+    if entry is None:
+        crc = zlib.crc32(topic.encode())
+        bit = 1 << (len(KNOWN_TOPICS) + crc % (32 - len(KNOWN_TOPICS)))
+        entry = (bit, _T0 + len(KNOWN_TOPICS) + crc % (TOPIC_SLOTS - len(KNOWN_TOPICS)))
+        if len(_TOPICS) < 4096:  # a bounded cache: labels come from a classifier
+            _TOPICS[topic] = entry
+    return entry
 
 
 def _ramp(x: float, lo: float, hi: float) -> float:
@@ -90,16 +110,16 @@ def _ramp(x: float, lo: float, hi: float) -> float:
 class BehaviourState:
     """One account's decayed counters, template slots, topic bits and timing.
 
-    `counts` holds `N_COUNTERS` float32 counters per horizon, stored scaled by
-    `exp((t - landmark) / tau)` so that counting a call touches only the counters it
-    matches (the decay of the others is implicit); the landmark moves forward, and the
-    counters are rescaled, every 60 short time constants. `withheld` (allocated the
-    first time the account is flagged) counts the suspicious calls at the 1-day horizon,
-    on the same scale: the baseline is the 1-day horizon minus them. `templates` keeps
-    the last few distinct prompt SimHashes; `topics` packs the bucket number and the
-    topic bits of this and the previous bucket; `cohort` packs the event time (whole
-    seconds) from which the cohort percentile may be used and the percentile in
-    thousandths (see `models.cohort`).
+    `counts` holds `N_COUNTERS` float32 counters per horizon, then `TOPIC_SLOTS` counters
+    of prompts per topic at the 1-day horizon, stored scaled by `exp((t - landmark) / tau)`
+    so that counting a call touches only the counters it matches (the decay of the others
+    is implicit); the landmark moves forward, and the counters are rescaled, every 60
+    short time constants. `withheld` (allocated the first time the account is flagged)
+    counts the suspicious calls at the 1-day horizon, on the same scale: the baseline is
+    the 1-day horizon minus them. `templates` keeps the last few distinct prompt
+    SimHashes; `topics` packs the bucket number and the topic bits of this and the
+    previous bucket; `cohort` packs the event time (whole seconds) from which the cohort
+    percentile may be used and the percentile in thousandths (see `models.cohort`).
     """
 
     __slots__ = (
@@ -135,6 +155,8 @@ class BehaviourState:
     def __setstate__(self, values: tuple[Any, ...]) -> None:
         for name, value in zip(self.__slots__, values, strict=True):
             setattr(self, name, value)
+        if len(self.counts) < len(_ZERO_COUNTS):  # saved before the topic-entropy slots
+            self.counts.extend(_ZERO_COUNTS[len(self.counts):])
 
 
 class _View:
@@ -169,6 +191,34 @@ def topic_coverage(state: BehaviourState, ts: float) -> int:
     if stored == bucket - 1:
         return (packed & 0xFFFFFFFF).bit_count()
     return 0
+
+
+def topic_entropy(state: BehaviourState, ts: float) -> float | None:
+    """Shannon entropy, in bits, of the topics of the account's prompts over the last
+    day (decayed): 0 for a single subject, log2(k) for k topics used evenly.
+
+    None when fewer than 10 topic-labelled prompts were seen in the day, which includes
+    a gateway that sends no `prompt.topic`. Labels outside `KNOWN_TOPICS` share two
+    slots, so a spread over unknown labels counts as at most one bit.
+    """
+    slots = state.counts[_T0:]
+    total = sum(slots)  # scaled counts: the scale cancels out of the entropy
+    if total <= 0.0:
+        return None
+    d = ts - state.landmark if state.landmark > -math.inf else 0.0
+    if total * math.exp(-d / HORIZONS_S[2]) < _ENTROPY_MIN_PROMPTS:
+        return None
+    log = math.log
+    weighted = 0.0
+    for count in slots:
+        if count > 0.0:
+            weighted += count * log(count)
+    return max(0.0, (log(total) - weighted / total) / _LN2)
+
+
+def _breadth(entropy: float | None) -> float:
+    """How completely the topic entropy says "spread over the taxonomy", in [0, 1]."""
+    return 0.0 if entropy is None else _ramp(entropy, *ENTROPY_BROAD_BITS)
 
 
 class BehaviourDetector(AccountDetector[BehaviourState]):
@@ -250,9 +300,11 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
             base = h * N_COUNTERS
             for f in range(base, base + N_COUNTERS):
                 c[f] *= factor
+        factor = math.exp(-d / HORIZONS_S[2])
+        for f in range(_T0, _T0 + TOPIC_SLOTS):
+            c[f] *= factor
         withheld = state.withheld
         if withheld is not None:
-            factor = math.exp(-d / HORIZONS_S[2])
             for f in range(N_COUNTERS):
                 withheld[f] *= factor
         state.landmark = ts
@@ -264,15 +316,16 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
         """Count `call`; returns the 1-hour weight of its time, 0.0 if it was not counted."""
         ts = call.ts
         d = ts - state.landmark
-        if d > self._renormalise_after:
+        if d > self._renormalise_after:  # also an account's first call: landmark -inf
             self._renormalise(state, ts)
-            d = 0.0
+            w0 = w1 = w2 = 1.0
         elif d < -self._renormalise_after:
             return 0.0  # hours late: too old to change what the horizons show
+        else:
+            w0 = _exp(d / 600.0)
+            w1 = _exp(d / 3600.0)
+            w2 = _exp(d / 86400.0)
         c = state.counts
-        w0 = _exp(d / 600.0)
-        w1 = _exp(d / 3600.0)
-        w2 = _exp(d / 86400.0)
         c[0] += w0
         c[14] += w1
         c[28] += w2
@@ -318,7 +371,8 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
                 bucket = int(ts // _TOPIC_BUCKET_S)
                 packed = state.topics
                 stored = packed >> 64
-                bit = _TOPIC_BITS.get(topic) or _topic_bit(topic)
+                bit, slot = _TOPICS.get(topic) or _topic(topic)
+                c[slot] += w2
                 if stored == bucket:
                     state.topics = packed | bit
                 elif stored < bucket:
@@ -452,9 +506,12 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
 
         multi_share = multi / (requests + 1.0)
         multi_quality = _ramp(multi_share, 0.3, 0.7)
+        entropy: float | None = None
         if multi_quality > 0.0:
+            # Breadth: many topics this hour, an even spread over the day, or templates.
+            entropy = topic_entropy(state, ts)
             multi_quality *= max(
-                _ramp(coverage, 6, 10), _ramp(template_share, 0.3, 0.6)
+                _ramp(coverage, 6, 10), _ramp(template_share, 0.3, 0.6), _breadth(entropy)
             ) * _ramp(single_share, 0.6, 0.9)
         multi_odds = max(c[7] * i0 / mm[0], multi / mm[1], c[35] * i2 / mm[2])
         multi_score = multi_quality * multi_odds / (1.0 + multi_odds)
@@ -490,7 +547,7 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
             ("cot_request_rate", harvest_score, cot / max(prompted, 1e-9), own[0],
              purity, harvest, c[3] * i0, c[31] * i2),
             ("multi_sample_logprobs", multi_score, multi_share, own[2],
-             coverage, multi, c[7] * i0, c[35] * i2),
+             (coverage, entropy), multi, c[7] * i0, c[35] * i2),
             ("jailbreak_probing", probe_score, probe_share, own[3],
              c[23] * i1 / requests, probes, c[8] * i0, c[36] * i2),
         )
@@ -537,10 +594,22 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
             a = 0.2 * _ramp(0.3 - cv, 0.0, 0.2)
             if a > 0.0:
                 amplifiers.append(("arrival_regularity", a, cv, state.gap_mean))
-        if top != 1:
-            a = 0.3 * _ramp(coverage, 6, 10)
-            if a > 0.0:
-                amplifiers.append(("topic_coverage", a, float(coverage), None))
+        if top != 1:  # breadth is part of the sweep pattern's quality, else context
+            # One breadth signal: the hour's coverage, or the day's even spread where that
+            # says more. Fewer topics used than 2**3 cannot be broad: no entropy for them.
+            breadth: tuple[str, float, float, float | None] = (
+                "topic_coverage", 0.3 * _ramp(coverage, 6, 10), float(coverage), None
+            )
+            if breadth[1] < 0.3 and (
+                TOPIC_SLOTS - state.counts[_T0:].count(0.0) >= _BROAD_MIN_TOPICS
+            ):
+                entropy = topic_entropy(state, ts)
+                if entropy is not None and 0.3 * _breadth(entropy) > breadth[1]:
+                    breadth = (
+                        "topic_entropy", 0.3 * _breadth(entropy), entropy, ENTROPY_BROAD_BITS[0]
+                    )
+            if breadth[1] > 0.0:
+                amplifiers.append(breadth)
         percentile = cohort_percentile(state, ts)
         if percentile is not None:
             a = 0.5 * _ramp(percentile, 0.9, 0.99)
@@ -570,10 +639,10 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
         score as high as twenty thousand, while one or two say little. Components:
         the harvest shape (trace requests that are single-turn, tool-free,
         output-heavy), the sweep shape (several samples or log-probs over many
-        topics or templates), the probe shape (jailbreaks, hidden-instruction probes),
-        corroborated by templates, `max_tokens` hits and single-turn share; a
-        reasoning-heavy but conversational account (a tutoring product) gets at most
-        0.25; ordinary chat, coding and agent traffic about 0.
+        topics, an even topic spread, or templates), the probe shape (jailbreaks,
+        hidden-instruction probes), corroborated by templates, `max_tokens` hits and
+        single-turn share; a reasoning-heavy but conversational account (a tutoring
+        product) gets at most 0.25; ordinary chat, coding and agent traffic about 0.
         """
         v = _View(state, ts)
         requests = v.day(REQ)
@@ -586,9 +655,12 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
         harvest_shape = _ramp((harvest + 1.0) / (cot + 2.0), 0.6, 0.9) * _ramp(
             harvest / (prompted + 2.0), 0.15, 0.5
         )
-        sweep_shape = _ramp(v.day(MULTI) / (requests + 2.0), 0.3, 0.7) * max(
-            _ramp(topic_coverage(state, ts), 6, 10), _ramp(template_share, 0.3, 0.6)
-        )
+        sweep_shape = _ramp(v.day(MULTI) / (requests + 2.0), 0.3, 0.7)
+        if sweep_shape > 0.0:
+            sweep_shape *= max(
+                _ramp(topic_coverage(state, ts), 6, 10), _ramp(template_share, 0.3, 0.6),
+                _breadth(topic_entropy(state, ts)),
+            )
         probe_shape = _ramp(v.day(PROBE) / (prompted + 2.0), 0.08, 0.3)
         shape = max(harvest_shape, sweep_shape, probe_shape)
         completed = requests - v.day(THROTTLED) - v.day(ERROR)
@@ -606,7 +678,8 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
 
         Shares over the last hour (decayed), topic coverage out of 16, request volume
         as `log1p(requests in the hour) / log1p(1000)`, output tokens per request over
-        8,000. All zeros for an account without requests in the hour.
+        8,000, topic entropy over the last day out of 4 bits (0 without enough
+        topic-labelled prompts). All zeros for an account without requests in the hour.
         """
         v = _View(state, ts)
         requests = v.hour(REQ)
@@ -627,9 +700,18 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
             min(1.0, v.hour(TEMPLATE) / prompted),
             min(1.0, v.hour(THROTTLED) / requests),
             min(1.0, topic_coverage(state, ts) / 16.0),
-            min(1.0, math.log1p(requests) / math.log1p(1000.0)),
+            min(1.0, math.log1p(requests) / _LOG1P_1000),
             min(1.0, v.hour(KILO_TOKENS) / requests / 8.0),
+            min(1.0, (topic_entropy(state, ts) or 0.0) / 4.0),
         )
+
+    def volume(self, state: BehaviourState, ts: float) -> float:
+        """The `volume` feature alone (the same value `features` gives), for a cheap look."""
+        d = ts - state.landmark if state.landmark > -math.inf else 0.0
+        requests = state.counts[_K1 + REQ] / math.exp(d / HORIZONS_S[1])
+        if requests <= 1e-6:
+            return 0.0
+        return min(1.0, math.log1p(requests) / _LOG1P_1000)
 
 
 def cohort_percentile(state: BehaviourState, ts: float) -> float | None:
@@ -667,7 +749,10 @@ def _explain(evidence: object) -> tuple[Signal, ...]:
         if name == "cot_request_rate":
             more = f"{extra:.0%} of them single-turn, tool-free and output-heavy"
         elif name == "multi_sample_logprobs":
-            more = f"across {extra:.0f} topics"
+            coverage, entropy = extra
+            more = f"across {coverage:.0f} topics" + (
+                "" if entropy is None else f", {entropy:.1f} bits of topic entropy over the day"
+            )
         else:
             more = f"{extra:.0%} of answers were refusals"
         history = (
@@ -711,6 +796,12 @@ def _amplifier_words(name: str, value: float, baseline: float | None) -> str:
         )
     if name == "topic_coverage":
         return f"prompts covered {value:.0f} topics within the last hour"
+    if name == "topic_entropy":
+        return (
+            f"prompts spread evenly over about {2.0 ** value:.0f} topics in the last day "
+            f"(topic entropy {value:.1f} bits, broad from {baseline:g}; a single-subject "
+            "product is under 1.6)"
+        )
     if name == "cohort_outlier":
         return f"more unusual than {value:.0%} of accounts in its cohort of peers"
     return f"{name} = {value:g}"

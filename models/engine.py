@@ -233,6 +233,9 @@ class DetectionEngine:
         self.last_score = 0.0  # combined score of the last call processed, for aggregates
         self._last_state: Any = None
         self._last_ts = 0.0
+        # The current cohort epoch as one int object that every account's
+        # `sampled_epoch` shares (a million accounts, one int instead of a million).
+        self._epoch = -1
         # Detectors whose learn_one is the no-op of a window-derived baseline are skipped.
         self._learns = any(
             type(d).learn_one is not BehaviourDetector.learn_one for d in detectors
@@ -301,8 +304,10 @@ class DetectionEngine:
         account = self._accounts.get(key)
         detectors = self.detectors
         if account is None:
-            account = AccountState(tuple(detector.new_state() for detector in detectors))
-            self._accounts[key] = account
+            account = self._accounts[key] = AccountState(
+                (detectors[0].new_state(),) if len(detectors) == 1
+                else tuple(detector.new_state() for detector in detectors)
+            )
         alerts: list[Alert] = []
         episode = account.episode
         if episode is not None and episode.last_suspicious_ts < self._watermark - self.quiet_s:
@@ -322,8 +327,16 @@ class DetectionEngine:
                 if self._profile is not None:
                     self._last_state = state
                     self._last_ts = ts
-                    if cohorts is not None and state.sampled_epoch != int(ts // cohorts.epoch_s):
-                        self._after(state, key, call, cohorts, False)
+                    if cohorts is not None:
+                        epoch = int(ts // cohorts.epoch_s)
+                        if epoch == self._epoch:
+                            epoch = self._epoch
+                        elif epoch > self._epoch:
+                            self._epoch = epoch
+                        if state.sampled_epoch != epoch:
+                            state.sampled_epoch = epoch
+                            if cohorts.should_learn(key[1], epoch):
+                                self._offer(state, key, call, cohorts, epoch, False, True)
                 self.last_score = 0.0
                 return alerts
             findings: tuple[Finding, ...] = (finding,)
@@ -383,16 +396,36 @@ class DetectionEngine:
         if cohorts is None:
             return
         epoch = int(ts // cohorts.epoch_s)
+        if epoch == self._epoch:
+            epoch = self._epoch
+        elif epoch > self._epoch:
+            self._epoch = epoch
         if state.sampled_epoch == epoch:
             return
         state.sampled_epoch = epoch
         learn = cohorts.should_learn(key[1], epoch)
-        if not (evidence or learn):
-            return
-        assert self._profile is not None
-        features = self._profile.features(state, ts)
-        if features[11] < _COHORT_MIN_VOLUME:
+        if evidence or learn:
+            self._offer(state, key, call, cohorts, epoch, evidence, learn)
+
+    def _offer(
+        self,
+        state: BehaviourState,
+        key: AccountKey,
+        call: ApiCall,
+        cohorts: CohortModels,
+        epoch: int,
+        evidence: bool,
+        learn: bool,
+    ) -> None:
+        """Offer the account's feature vector of `epoch` to its cohort, if it has the volume."""
+        ts = call.ts
+        profile = self._profile
+        assert profile is not None
+        # Most offers come from accounts with a call or two in the hour: the volume
+        # feature alone turns them away, before the whole vector is computed.
+        if profile.volume(state, ts) < _COHORT_MIN_VOLUME:
             return  # too little traffic in the hour to say what the account is like
+        features = profile.features(state, ts)
         created = call.created_at
         age_days = None if created is None else (ts - created) / 86_400.0
         cohort = cohort_of(age_days, features[3])
@@ -662,20 +695,20 @@ class DetectionEngine:
         return {s[1] for samples in (shared["pending"] or {}).values() for s in samples}
 
     def import_shared(self, shared: dict[str, Any]) -> None:
-        """Restore what `export_shared` returned (of an engine with the same configuration).
-
-        Samples of accounts not held (never imported) are dropped: their epoch goes on
-        without them."""
+        """Restore what `export_shared` returned (of an engine with the same configuration)."""
         self._watermark = max(self._watermark, shared["watermark"])
         cohorts, index = self.cohorts, self._profile_index
         if cohorts is not None and shared["cohorts"] is not None:
             cohorts.cohorts = shared["cohorts"]
             if index is not None:
                 accounts = self._accounts
+                # Samples of accounts not held, or taken with another feature vector (an
+                # older version), are left out: their epoch goes on without them.
+                width = len(FEATURE_NAMES)
                 pending = {
                     epoch: [
                         (s[0], s[1], accounts[s[1]].detector_states[index], *s[3:])
-                        for s in samples if s[1] in accounts
+                        for s in samples if s[1] in accounts and len(s[3]) == width
                     ]
                     for epoch, samples in (shared["pending"] or {}).items()
                 }

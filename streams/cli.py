@@ -13,6 +13,9 @@ import click
 from streams.errors import StreamsError
 from streams.settings import Settings
 
+# The worker's garbage-collector thresholds (see `worker`); bench/core.py measures with them.
+WORKER_GC_THRESHOLD = (50_000, 20, 100)
+
 
 def _settings(ctx: click.Context) -> Settings:
     settings = ctx.obj
@@ -62,7 +65,7 @@ def worker(ctx: click.Context) -> None:
     # (modules, the app) never needs collecting again.
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    gc.set_threshold(*WORKER_GC_THRESHOLD)
     faust.Worker(pipeline.app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
 
 

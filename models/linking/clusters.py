@@ -455,7 +455,7 @@ class CampaignClusters:
             latest_seen = max(latest_seen, account.first_seen)
         shared = {h for h, n in inside.items() if n >= 2 and hubs[h].weight > 0.0}
         kind_hubs: dict[str, tuple[int, float]] = {}
-        for hub_id in shared:
+        for hub_id in sorted(shared):  # a fixed order: the product's last digit depends on it
             hub = hubs[hub_id]
             count, best = kind_hubs.get(hub.kind, (0, 0.0))
             kind_hubs[hub.kind] = (count + 1, max(best, hub.weight))

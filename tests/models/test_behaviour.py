@@ -13,10 +13,12 @@ from hypothesis import strategies as st
 
 from models.behaviour import (
     FEATURE_NAMES,
+    TOPIC_SLOTS,
     BehaviourDetector,
     BehaviourState,
     cohort_percentile,
     topic_coverage,
+    topic_entropy,
 )
 from models.errors import ConfigurationError
 from models.records import ApiCall
@@ -204,6 +206,123 @@ def test_machine_regular_timing_is_noted() -> None:
     poisson = sorted(T0 + rng.uniform(0, 2000) for _ in range(200))
     irregular = [build_harvest_call(t, stop_reason="end_turn", output_tokens=3000) for t in poisson]
     assert "arrival_regularity" not in judge(irregular)
+
+
+# --- topic entropy: how evenly prompts spread over the taxonomy -------------------------
+
+
+def entropy_of(calls: list[ApiCall]) -> float | None:
+    detector = BehaviourDetector()
+    state = detector.new_state()
+    for call in calls:
+        detector.assess_one(state, call)
+    return topic_entropy(state, calls[-1].ts)
+
+
+def test_a_sweep_has_more_topic_entropy_than_a_mix_and_a_one_topic_product() -> None:
+    sweep_calls = sweep(140)
+    one_topic = [build_harvest_call(t, turn=1 + i % 2, stop_reason="end_turn", output_tokens=900)
+                 for i, t in enumerate(spread(T0, 3600, 400))]  # a tutoring app: math only
+    mixed = [build_call(t, topic=("coding", "chat", "writing", "math")[i % 4])
+             for i, t in enumerate(spread(T0, 3600, 400))]
+    swept, mix, tutoring = entropy_of(sweep_calls), entropy_of(mixed), entropy_of(one_topic)
+    assert swept is not None and mix is not None and tutoring is not None
+    assert swept > 3.7  # log2(14) = 3.81
+    assert mix == pytest.approx(2.0, abs=0.01)
+    assert tutoring == 0.0
+    features = dict(zip(FEATURE_NAMES, _features_at_end(sweep_calls), strict=True))
+    assert features["topic_entropy"] == pytest.approx(swept / 4.0)
+
+
+def _features_at_end(calls: list[ApiCall]) -> tuple[float, ...]:
+    detector = BehaviourDetector()
+    state = detector.new_state()
+    for call in calls:
+        detector.assess_one(state, call)
+    return detector.features(state, calls[-1].ts)
+
+
+def test_without_topics_or_with_too_few_there_is_no_entropy() -> None:
+    untopical = [_replace(call, topic=None) for call in sweep(140)]
+    assert entropy_of(untopical) is None
+    assert entropy_of(sweep(6)) is None  # six prompts say nothing about a spread
+    features = dict(zip(FEATURE_NAMES, _features_at_end(untopical), strict=True))
+    assert features["topic_entropy"] == 0.0 and features["topic_coverage"] == 0.0
+    assert features["multi_sample_share"] > 0.9  # the other features are untouched
+
+
+def slow_sweep(**fields: object) -> list[ApiCall]:
+    """A capability sweep at ~6 requests an hour for a day: a handful of topics in any
+    half hour (coverage stays low), all fourteen evenly over the day."""
+    values: dict[str, object] = {"turn": 1, "n": 4, "logprobs": True}
+    values.update(fields)
+    return [
+        build_call(t, **{"topic": TOPICS[i % len(TOPICS)], **values})
+        for i, t in enumerate(spread(T0, DAY, 150))
+    ]
+
+
+def test_a_slow_sweep_is_caught_by_its_topic_spread_and_only_with_topics() -> None:
+    detector = BehaviourDetector()
+    state = detector.new_state()
+    calls = slow_sweep()
+    for call in calls:
+        detector.assess_one(state, call)
+    assert topic_coverage(state, calls[-1].ts) <= 6  # the hour alone: no sweep (from 6 up)
+    scores = judge(calls)
+    assert scores["_score"] >= 0.5 and "multi_sample_logprobs" in scores
+    assert judge(slow_sweep(topic=None)) == {}  # no topics: this evidence is silent
+    assert judge(slow_sweep(topic="math")) == {}  # one topic: a research workload
+    assert suspicion_of(calls) > suspicion_of(slow_sweep(topic=None)) == 0.0
+
+
+def test_topic_entropy_corroborates_a_pattern_and_explains_itself() -> None:
+    # Harvesting at ~6 requests an hour for a day, prompts rotating through the taxonomy.
+    calls = [build_harvest_call(t, stop_reason="end_turn", output_tokens=3000,
+                                topic=TOPICS[i % len(TOPICS)])
+             for i, t in enumerate(spread(T0, DAY, 150))]
+    spread_out = judge(calls)
+    one_topic = judge([_replace(call, topic="math") for call in calls])
+    no_topic = judge([_replace(call, topic=None) for call in calls])
+    assert spread_out["topic_entropy"] > 0.0
+    assert "topic_entropy" not in one_topic and "topic_entropy" not in no_topic
+    assert spread_out["_score"] > one_topic["_score"] == no_topic["_score"]
+    assert spread_out["cot_request_rate"] == no_topic["cot_request_rate"]  # only that signal
+
+    detector = BehaviourDetector()
+    state = detector.new_state()
+    finding = None
+    for call in calls:
+        finding = detector.assess_one(state, call)
+    assert finding is not None
+    reason = next(s for s in finding.signals if s.name == "topic_entropy")
+    assert reason.value > 3.5 and reason.baseline == 3.0
+    assert "14 topics in the last day" in reason.detail and "bits" in reason.detail
+
+
+def test_a_state_saved_before_the_topic_slots_loads_and_keeps_counting() -> None:
+    detector = BehaviourDetector()
+    state = detector.new_state()
+    for call in harvest(30, 600):
+        detector.assess_one(state, call)
+    old = state.__getstate__()
+    counts = old[BehaviourState.__slots__.index("counts")]
+    legacy = tuple(
+        counts[:-TOPIC_SLOTS] if name == "counts" else value
+        for name, value in zip(BehaviourState.__slots__, old, strict=True)
+    )
+    restored = BehaviourState.__new__(BehaviourState)
+    restored.__setstate__(legacy)
+    assert len(restored.counts) == len(counts)
+    assert detector.assess_one(restored, build_harvest_call(T0 + 700)) is not None
+
+
+def test_a_research_lab_sampling_a_few_topics_all_day_stays_below_the_bar() -> None:
+    lab = [build_call(t, turn=1, n=8, logprobs=True, topic=TOPICS[i % 5], output_tokens=2800)
+           for i, t in enumerate(spread(T0, DAY, 960))]
+    entropy = entropy_of(lab)
+    assert entropy is not None and entropy < 2.4
+    assert judge(lab).get("_score", 0.0) < 0.5
 
 
 def test_single_turn_share_is_a_context_signal() -> None:

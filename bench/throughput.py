@@ -234,6 +234,18 @@ def _wait_for(workers: list[Worker], target: int, result: Result | None = None,
         time.sleep(0.1)
 
 
+def _wait_for_assignment(workers: list[Worker], timeout_s: float = 120.0) -> None:
+    """Wait until every worker holds partitions of the by-account topic."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        healths = [w.health() or {} for w in workers]
+        if all(h.get("partitions") for h in healths):
+            return
+        time.sleep(0.5)
+    raise RuntimeError("the workers' group did not settle: " + ", ".join(
+        f"{w.name}: {(w.health() or {}).get('partitions')}" for w in workers))
+
+
 def run_scenario(args: argparse.Namespace, name: str, app: str, batch: int, accounts: int,
                  events: int, workers: int = 1, latency_s: float = 0.0, step_ms: int = 1,
                  extra_env: dict[str, str] | None = None) -> Result:
@@ -249,13 +261,21 @@ def run_scenario(args: argparse.Namespace, name: str, app: str, batch: int, acco
     started: list[Worker] = []
     profiler: Profiler | None = None
     try:
+        if workers > 1:
+            # Several workers: let the group settle before any input exists, so that no
+            # partition (and no account's state) moves during the measured drain.
+            for i in range(workers):
+                started.append(start_worker(f"{app}-{i}", MODULES[app], env, workdir))
+            for w in started:
+                w.wait_ready()
+            _wait_for_assignment(started)
         produced = preproduce(bootstrap, settings.topic_api_calls, plan, 0, events, batch)
         if produced.failed:
             raise RuntimeError(f"{produced.failed} records failed to produce")
         result.produce_s = produced.seconds
         result.distinct_accounts = plan.distinct_accounts(0, events)
-        for i in range(workers):
-            started.append(start_worker(f"{app}-{i}", MODULES[app], env, workdir))
+        if workers == 1:
+            started.append(start_worker(f"{app}-0", MODULES[app], env, workdir))
         ready_at = max(time.monotonic() for w in started if w.wait_ready())
         result.rss_ready = sum(memory(w.pid)[0] for w in started)
         cpu0: list[float] = []

@@ -55,6 +55,7 @@ _TOPIC_BUCKET_S = 1800.0  # coverage is the union of this half hour and the prev
 _exp = math.exp
 _ZERO_COUNTS = array("f", bytes(4 * (3 * N_COUNTERS + TOPIC_SLOTS)))
 _ZERO_TEMPLATES = array("Q", bytes(8 * _TEMPLATE_SLOTS))
+_NO_TEMPLATES = array("Q")  # shared by every state until its first templated prompt
 _GAP_ALPHA = 0.1  # weight of the newest inter-arrival gap in its running mean and spread
 _LOG1P_1000 = math.log1p(1000.0)
 
@@ -117,9 +118,12 @@ class BehaviourState:
     short time constants. `withheld` (allocated the first time the account is flagged)
     counts the suspicious calls at the 1-day horizon, on the same scale: the baseline is
     the 1-day horizon minus them. `templates` keeps the last few distinct prompt
-    SimHashes; `topics` packs the bucket number and the topic bits of this and the
-    previous bucket; `cohort` packs the event time (whole seconds) from which the cohort
-    percentile may be used and the percentile in thousandths (see `models.cohort`).
+    SimHashes (the shared empty `_NO_TEMPLATES` until the account's first single-turn
+    prompt with a SimHash: many accounts never send one, and creating a state is most
+    of the cost of an account's first call); `topics` packs the bucket number and the
+    topic bits of this and the previous bucket; `cohort` packs the event time (whole
+    seconds) from which the cohort percentile may be used and the percentile in
+    thousandths (see `models.cohort`).
     """
 
     __slots__ = (
@@ -140,7 +144,7 @@ class BehaviourState:
         self.counts = _ZERO_COUNTS[:]
         self.landmark = -math.inf
         self.withheld: array[float] | None = None
-        self.templates = _ZERO_TEMPLATES[:]
+        self.templates = _NO_TEMPLATES
         self.template_next = 0
         self.topics = 0
         self.last_ts = -math.inf
@@ -157,6 +161,8 @@ class BehaviourState:
             setattr(self, name, value)
         if len(self.counts) < len(_ZERO_COUNTS):  # saved before the topic-entropy slots
             self.counts.extend(_ZERO_COUNTS[len(self.counts):])
+        if not self.templates:  # an empty array loads as its own object: share it again
+            self.templates = _NO_TEMPLATES
 
 
 class _View:
@@ -356,6 +362,8 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
             simhash = call.simhash
             if simhash is not None and single:  # templates matter where harvesting lives
                 templates = state.templates
+                if templates is _NO_TEMPLATES:
+                    templates = state.templates = _ZERO_TEMPLATES[:]
                 for known in templates:
                     if (simhash ^ known).bit_count() <= 8:
                         c[12] += w0
@@ -374,7 +382,8 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
                 bit, slot = _TOPICS.get(topic) or _topic(topic)
                 c[slot] += w2
                 if stored == bucket:
-                    state.topics = packed | bit
+                    if not packed & bit:  # most calls repeat a topic: no new int then
+                        state.topics = packed | bit
                 elif stored < bucket:
                     previous = packed & 0xFFFFFFFF if stored == bucket - 1 else 0
                     state.topics = (bucket << 64) | (previous << 32) | bit
@@ -457,7 +466,8 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
         probe = BehaviourState()
         probe.__setstate__(state.__getstate__())
         probe.counts = array("f", state.counts)
-        probe.templates = array("Q", state.templates)
+        if state.templates is not _NO_TEMPLATES:
+            probe.templates = array("Q", state.templates)
         if state.withheld is not None:
             probe.withheld = array("f", state.withheld)
         finding = self.assess_one(probe, call)

@@ -469,3 +469,16 @@ def test_state_survives_pickle_and_judges_identically(
         if a is not None and b is not None:
             assert a.score == b.score and a.signals == b.signals
         assert detector.suspicion(state, call.ts) == detector.suspicion(restored, call.ts)
+
+
+def test_template_slots_exist_only_once_a_templated_prompt_came_and_survive_pickling() -> None:
+    detector = BehaviourDetector()
+    state = detector.new_state()
+    detector.assess_one(state, build_call(T0, turn=1))
+    untouched = pickle.loads(pickle.dumps(state))
+    assert len(state.templates) == 0 and untouched.templates is state.templates  # shared
+    detector.assess_one(state, build_call(T0 + 1, turn=1, simhash=0xABCD))
+    assert list(state.templates).count(0xABCD) == 1
+    restored = pickle.loads(pickle.dumps(state))
+    assert list(restored.templates) == list(state.templates)
+    assert restored.templates is not state.templates

@@ -101,6 +101,34 @@ def _seen(state: array[int], ident: int) -> bool:
     )
 
 
+# (bands, ring values, per band pair: first, second, key id, and the key id's two Bloom
+# bits as (word, mask)) of recent SimHashes: a template repeats across an account's calls,
+# and computing this was most of the observer's time per call.
+_TemplatePlan = tuple[list[int], "array[int]", tuple[tuple[int, int, int, int, int, int, int], ...]]
+_PLANS: dict[int, _TemplatePlan] = {}
+_PLANS_MAX = 65_536
+
+
+def _template_plan(simhash: int) -> _TemplatePlan:
+    plan = _PLANS.get(simhash)
+    if plan is not None:
+        return plan
+    bands = [(simhash >> (BAND_BITS * band)) & BAND_MASK for band in range(TEMPLATE_BANDS)]
+    tagged = array("I", [(band << BAND_BITS | bits) + 1 for band, bits in enumerate(bands)])
+    pairs = []
+    for first, second in BAND_PAIRS:
+        ident = ((bands[first] << 16) | bands[second]) * _GOLDEN + first * 4 + second
+        ident &= 0xFFFF_FFFF
+        low = ident % _BLOOM_BITS
+        high = (ident >> 11) % _BLOOM_BITS
+        pairs.append((first, second, ident, _BLOOM + (low >> 5), 1 << (low & 31),
+                      _BLOOM + (high >> 5), 1 << (high & 31)))
+    if len(_PLANS) >= _PLANS_MAX:
+        _PLANS.clear()
+    plan = _PLANS[simhash] = (bands, tagged, tuple(pairs))
+    return plan
+
+
 def _remember(state: array[int], ident: int) -> None:
     low = ident % _BLOOM_BITS
     high = (ident >> 11) % _BLOOM_BITS
@@ -253,24 +281,17 @@ class LinkObserver:
                     report(ident, "signup", str(signup))
         simhash = call.simhash
         if simhash is not None:
-            bands = [(simhash >> (BAND_BITS * band)) & BAND_MASK for band in range(TEMPLATE_BANDS)]
-            tagged = [(band << BAND_BITS | bits) + 1 for band, bits in enumerate(bands)]
+            bands, tagged, pairs = _template_plan(simhash)
             if calls < self.template_calls:
-                candidates = BAND_PAIRS
+                candidates = pairs
             else:  # only pairs of bands the previous two calls also had
                 ring = state[_RING:_BLOOM]
                 repeated = [value in ring for value in tagged]
-                candidates = tuple(
-                    (first, second)
-                    for first, second in BAND_PAIRS
-                    if repeated[first] and repeated[second]
-                )
-            for first, second in candidates:
-                ident = ((bands[first] << 16) | bands[second]) * _GOLDEN + first * 4 + second
-                ident &= 0xFFFF_FFFF
-                if not _seen(state, ident):
+                candidates = tuple(p for p in pairs if repeated[p[0]] and repeated[p[1]])
+            for first, second, ident, low_word, low_bit, high_word, high_bit in candidates:
+                if not (state[low_word] & low_bit and state[high_word] & high_bit):  # _seen
                     report(ident, "template", template_key(first, second, bands))
             slot = state[_RING_NEXT]
-            state[_RING + slot : _RING + slot + TEMPLATE_BANDS] = array("I", tagged)
+            state[_RING + slot : _RING + slot + TEMPLATE_BANDS] = tagged
             state[_RING_NEXT] = (slot + TEMPLATE_BANDS) % _RING_SLOTS
         return out

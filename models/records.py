@@ -1,19 +1,21 @@
 """The cheap record the detection core works on: one API call, flattened, times as floats.
 
 The wire model (`schemas.event.ApiCallEvent`) is validated once at the edge; past it the
-core carries `ApiCall`, a slotted frozen dataclass with event times in seconds since the
-Unix epoch, so the hot path touches no pydantic objects and no datetimes.
+core carries `ApiCall`, a frozen record with event times in seconds since the Unix epoch,
+so the hot path touches no pydantic objects and no datetimes. It is a msgspec `Struct`:
+built several times faster than a frozen dataclass, invisible to the garbage collector
+(`gc=False`: it holds only atoms), and sent between workers as a compact msgpack array
+(`array_like`), in field order.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from schemas.event import ApiCallEvent
 
 
-@dataclass(frozen=True, slots=True)
-class ApiCall:
+class ApiCall(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """One API request. Fields a gateway did not send are None (or their contract default)."""
 
     event_id: str

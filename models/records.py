@@ -10,9 +10,17 @@ built several times faster than a frozen dataclass, invisible to the garbage col
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
 import msgspec
 
 from schemas.event import ApiCallEvent
+
+
+def _timestamp(when: datetime) -> float:
+    return when.timestamp()
 
 
 class ApiCall(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -48,14 +56,22 @@ class ApiCall(msgspec.Struct, frozen=True, array_like=True, gc=False):
     payment_fingerprint: str | None = None
 
     @classmethod
-    def from_event(cls, event: ApiCallEvent) -> ApiCall:
-        """Flatten a validated wire event."""
+    def from_event(
+        cls, event: ApiCallEvent | Any, seconds: Callable[[Any], float] = _timestamp
+    ) -> ApiCall:
+        """Flatten a validated wire event.
+
+        `seconds` turns the event's timestamps into seconds since the epoch: datetimes for
+        the pydantic model; the edge decoder (`streams/fast_decode.py`) passes RFC 3339
+        strings and its parser.
+        """
         req, resp, prompt, client, account = (
             event.request, event.response, event.prompt, event.client, event.account,
         )
+        created_at = account.created_at if account else None
         return cls(
             event_id=event.event_id,
-            ts=event.ts.timestamp(),
+            ts=seconds(event.ts),
             tenant_id=event.tenant_id,
             account_id=event.account_id,
             model=req.model,
@@ -80,8 +96,7 @@ class ApiCall(msgspec.Struct, frozen=True, array_like=True, gc=False):
             asn=client.asn if client else None,
             user_agent=client.user_agent if client else None,
             tls_fingerprint=client.tls_fingerprint if client else None,
-            created_at=(
-                account.created_at.timestamp() if account and account.created_at else None
-            ),
+            # `is not None`, not truthiness: "" is no timestamp, and the schema says so.
+            created_at=seconds(created_at) if created_at is not None else None,
             payment_fingerprint=account.payment_fingerprint if account else None,
         )

@@ -156,43 +156,13 @@ _read_closed_event = msgspec.json.Decoder(_ClosedEvent).decode
 _read_closed_batch = msgspec.json.Decoder(list[_ClosedEvent]).decode
 
 
+def _seconds(text: str) -> float:
+    return parse_rfc3339(text).timestamp()
+
+
 def _to_call(event: _Event) -> ApiCall:
-    """Flatten like `ApiCall.from_event`; ValueError if a timestamp is not RFC 3339."""
-    req, resp, prompt, client, account = (
-        event.request, event.response, event.prompt, event.client, event.account,
-    )
-    created_at = account.created_at if account else None
-    return ApiCall(
-        event_id=event.event_id,
-        ts=parse_rfc3339(event.ts).timestamp(),
-        tenant_id=event.tenant_id,
-        account_id=event.account_id,
-        model=req.model,
-        status=resp.status,
-        input_tokens=resp.input_tokens,
-        output_tokens=resp.output_tokens,
-        endpoint=req.endpoint,
-        max_tokens=req.max_tokens,
-        n=req.n,
-        logprobs=req.logprobs,
-        tool_count=req.tool_count,
-        turn=req.turn,
-        stop_reason=resp.stop_reason,
-        has_prompt=prompt is not None,
-        simhash=int(prompt.simhash, 16) if prompt and prompt.simhash else None,
-        topic=prompt.topic if prompt else None,
-        cot_request=prompt.cot_request if prompt else False,
-        jailbreak_score=prompt.jailbreak_score if prompt else None,
-        sysprompt_probe=prompt.sysprompt_probe if prompt else False,
-        has_client=client is not None,
-        ip=client.ip if client else None,
-        asn=client.asn if client else None,
-        user_agent=client.user_agent if client else None,
-        tls_fingerprint=client.tls_fingerprint if client else None,
-        # `is not None`, not truthiness: "" is no timestamp, and pydantic says so.
-        created_at=parse_rfc3339(created_at).timestamp() if created_at is not None else None,
-        payment_fingerprint=account.payment_fingerprint if account else None,
-    )
+    """Flatten like the pydantic path; ValueError if a timestamp is not RFC 3339."""
+    return ApiCall.from_event(event, _seconds)
 
 
 def _unknown_fields_are_safe(doc: bytes) -> bool:

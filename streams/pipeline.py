@@ -660,13 +660,14 @@ class Pipeline:
         for key in self.engine.idle_accounts(before):
             if key not in dirty:
                 self._forget(key)
+                self.stats.accounts_evicted += 1
 
     def _forget(self, key: AccountKey) -> None:
+        """Drop an account's state from memory: engine, link observer, share suspicion."""
         tenant_id, account_id = key
-        if self.engine.evict_account(tenant_id, account_id) is not None:
-            self.observer.forget_account(account_id)
-            self.suspicion.share.forget_account(account_id)
-            self.stats.accounts_evicted += 1
+        self.engine.evict_account(tenant_id, account_id)
+        self.observer.forget_account(account_id)
+        self.suspicion.share.forget_account(account_id)
 
     async def _checkpoint_timer(self) -> None:
         now = time.monotonic()
@@ -689,9 +690,7 @@ class Pipeline:
         count = self.settings.topic_partitions
         for key in self.engine.accounts():
             if partition_for(key[1], count) in partitions:
-                self.engine.evict_account(*key)
-                self.observer.forget_account(key[1])
-                self.suspicion.share.forget_account(key[1])
+                self._forget(key)
         self.store.close_partitions(partitions)
         self._held -= partitions
         log.info("let go of the account state of partitions %s", sorted(partitions))

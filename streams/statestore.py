@@ -110,11 +110,6 @@ class AccountStore:
         self._dbs: dict[int, Rdict] = {}
         self._producer: Producer | None = None
 
-    @property
-    def partitions(self) -> set[int]:
-        """Partitions whose database is open here."""
-        return set(self._dbs)
-
     # -- restore --------------------------------------------------------------------------
 
     def restore(self, partitions: Iterable[int]) -> list[Restored]:

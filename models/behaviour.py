@@ -37,23 +37,30 @@ import zlib
 from array import array
 from typing import Any
 
+import msgspec
+
 from models.base import AccountDetector, Finding, Signal
 from models.errors import ConfigurationError
 from models.records import ApiCall
 
-# Counters, one per horizon, side by side: horizon h's counter f is at h * N_COUNTERS + f.
+# The counters of the 1-hour horizon, then the same at the 1-day horizon: counter f of
+# the hour is at f, of the day at N_COUNTERS + f.
 REQ, NO_PROMPT, COT, HARVEST, SINGLE, HEAVY, MAX_TOKENS, MULTI = range(8)
 PROBE, REFUSAL, THROTTLED, ERROR, TEMPLATE, KILO_TOKENS = range(8, 14)
 N_COUNTERS = 14
 HORIZONS_S = (600.0, 3600.0, 86_400.0)
-_K1, _K2 = N_COUNTERS, 2 * N_COUNTERS
-# After the horizons: one counter per topic slot at the 1-day horizon (topic entropy).
+_K2 = N_COUNTERS
+# Then the 10-minute horizon, only for what judging reads there: the three patterns'
+# counters (a burst of harvesting, sweeping or probing).
+_S0 = 2 * N_COUNTERS
+_SHORT = (HARVEST, MULTI, PROBE)
+# Then one counter per topic slot at the 1-day horizon (topic entropy).
 TOPIC_SLOTS = 16
-_T0 = 3 * N_COUNTERS
+_T0 = _S0 + len(_SHORT)
 _TEMPLATE_SLOTS = 6
 _TOPIC_BUCKET_S = 1800.0  # coverage is the union of this half hour and the previous one
 _exp = math.exp
-_ZERO_COUNTS = array("f", bytes(4 * (3 * N_COUNTERS + TOPIC_SLOTS)))
+_ZERO_COUNTS = array("f", bytes(4 * (_T0 + TOPIC_SLOTS)))
 _ZERO_TEMPLATES = array("Q", bytes(8 * _TEMPLATE_SLOTS))
 _NO_TEMPLATES = array("Q")  # shared by every state until its first templated prompt
 _GAP_ALPHA = 0.1  # weight of the newest inter-arrival gap in its running mean and spread
@@ -108,11 +115,13 @@ def _ramp(x: float, lo: float, hi: float) -> float:
     return (x - lo) / (hi - lo)
 
 
-class BehaviourState:
+class BehaviourState(msgspec.Struct, gc=False, eq=False):
     """One account's decayed counters, template slots, topic bits and timing.
 
-    `counts` holds `N_COUNTERS` float32 counters per horizon, then `TOPIC_SLOTS` counters
-    of prompts per topic at the 1-day horizon, stored scaled by `exp((t - landmark) / tau)`
+    `counts` holds `N_COUNTERS` float32 counters at the 1-hour horizon, the same at the
+    1-day horizon, the three pattern counters at the 10-minute horizon, then `TOPIC_SLOTS`
+    counters of prompts per topic at the 1-day horizon, stored scaled by
+    `exp((t - landmark) / tau)`
     so that counting a call touches only the counters it matches (the decay of the others
     is implicit); the landmark moves forward, and the counters are rescaled, every 60
     short time constants. `withheld` (allocated the first time the account is flagged)
@@ -126,43 +135,33 @@ class BehaviourState:
     thousandths (see `models.cohort`).
     """
 
-    __slots__ = (
-        "counts",
-        "landmark",
-        "withheld",
-        "templates",
-        "template_next",
-        "topics",
-        "last_ts",
-        "gap_mean",
-        "gap_dev",
-        "cohort",
-        "sampled_epoch",
-    )
+    # A struct without garbage-collector tracking (`gc=False`): it holds only numbers and
+    # arrays, so it can be in no reference cycle, and a million of them are never walked
+    # by a collection. Built by msgspec in C, a new account's state costs a third of a
+    # Python `__init__`. Compared by identity (`eq=False`), as an account's state is.
+    counts: array = msgspec.field(default_factory=_ZERO_COUNTS.__copy__)
+    landmark: float = -math.inf
+    withheld: array | None = None
+    templates: array = _NO_TEMPLATES
+    template_next: int = 0
+    topics: int = 0
+    last_ts: float = -math.inf
+    gap_mean: float = 0.0
+    gap_dev: float = 0.0
+    cohort: int = 0
+    sampled_epoch: int = -1
 
-    def __init__(self) -> None:
-        self.counts = _ZERO_COUNTS[:]
-        self.landmark = -math.inf
-        self.withheld: array[float] | None = None
-        self.templates = _NO_TEMPLATES
-        self.template_next = 0
-        self.topics = 0
-        self.last_ts = -math.inf
-        self.gap_mean = 0.0
-        self.gap_dev = 0.0
-        self.cohort = 0
-        self.sampled_epoch = -1
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _restore_state, msgspec.structs.astuple(self)
 
-    def __getstate__(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self.__slots__)
 
-    def __setstate__(self, values: tuple[Any, ...]) -> None:
-        for name, value in zip(self.__slots__, values, strict=True):
-            setattr(self, name, value)
-        if len(self.counts) < len(_ZERO_COUNTS):  # saved before the topic-entropy slots
-            self.counts.extend(_ZERO_COUNTS[len(self.counts):])
-        if not self.templates:  # an empty array loads as its own object: share it again
-            self.templates = _NO_TEMPLATES
+def _restore_state(*values: Any) -> BehaviourState:
+    """A pickled `BehaviourState`. (A change of the layout of `counts` changes the
+    snapshot format version of `streams.statestore`: older snapshots are not loaded.)"""
+    state = BehaviourState(*values)
+    if not state.templates:  # an empty array loads as its own object: share it again
+        state.templates = _NO_TEMPLATES
+    return state
 
 
 class _View:
@@ -177,11 +176,8 @@ class _View:
         self.w1 = math.exp(d / HORIZONS_S[1])
         self.w2 = math.exp(d / HORIZONS_S[2])
 
-    def short(self, f: int) -> float:
-        return self.c[f] / self.w0
-
     def hour(self, f: int) -> float:
-        return self.c[_K1 + f] / self.w1
+        return self.c[f] / self.w1
 
     def day(self, f: int) -> float:
         return self.c[_K2 + f] / self.w2
@@ -301,14 +297,17 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
             state.landmark = ts
             return
         d = ts - state.landmark
-        for h, tau in enumerate(HORIZONS_S):
-            factor = math.exp(-d / tau)
-            base = h * N_COUNTERS
-            for f in range(base, base + N_COUNTERS):
-                c[f] *= factor
+        factor = math.exp(-d / HORIZONS_S[1])
+        for f in range(N_COUNTERS):
+            c[f] *= factor
         factor = math.exp(-d / HORIZONS_S[2])
+        for f in range(_K2, _S0):
+            c[f] *= factor
         for f in range(_T0, _T0 + TOPIC_SLOTS):
             c[f] *= factor
+        short = math.exp(-d / HORIZONS_S[0])
+        for f in range(_S0, _T0):
+            c[f] *= short
         withheld = state.withheld
         if withheld is not None:
             for f in range(N_COUNTERS):
@@ -332,33 +331,30 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
             w1 = _exp(d / 3600.0)
             w2 = _exp(d / 86400.0)
         c = state.counts
-        c[0] += w0
-        c[14] += w1
-        c[28] += w2
+        c[0] += w1
+        c[14] += w2
         status = call.status
         out = call.output_tokens
         if out:
             kilo = out * 0.001
-            c[13] += kilo * w0
-            c[27] += kilo * w1
-            c[41] += kilo * w2
+            c[13] += kilo * w1
+            c[27] += kilo * w2
         single = call.turn == 1 and call.tool_count == 0
         stop = call.stop_reason
         heavy = single and status == 200 and (out > call.input_tokens or stop == "max_tokens")
         if call.has_prompt:
             if call.cot_request:
-                c[2] += w0
-                c[16] += w1
-                c[30] += w2
+                c[2] += w1
+                c[16] += w2
                 if heavy or (single and status != 200):  # throttled: the shape, no answer
-                    c[3] += w0
-                    c[17] += w1
-                    c[31] += w2
+                    c[28] += w0
+                    c[3] += w1
+                    c[17] += w2
             jailbreak = call.jailbreak_score
             if call.sysprompt_probe or (jailbreak is not None and jailbreak >= 0.5):
-                c[8] += w0
-                c[22] += w1
-                c[36] += w2
+                c[30] += w0
+                c[8] += w1
+                c[22] += w2
             simhash = call.simhash
             if simhash is not None and single:  # templates matter where harvesting lives
                 templates = state.templates
@@ -366,9 +362,8 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
                     templates = state.templates = _ZERO_TEMPLATES[:]
                 for known in templates:
                     if (simhash ^ known).bit_count() <= 8:
-                        c[12] += w0
-                        c[26] += w1
-                        c[40] += w2
+                        c[12] += w1
+                        c[26] += w2
                         break
                 else:
                     slot = state.template_next
@@ -390,39 +385,32 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
                 elif stored == bucket + 1:  # late, from the previous bucket
                     state.topics = packed | (bit << 32)
         else:
-            c[1] += w0
-            c[15] += w1
-            c[29] += w2
+            c[1] += w1
+            c[15] += w2
         if single:
-            c[4] += w0
-            c[18] += w1
-            c[32] += w2
+            c[4] += w1
+            c[18] += w2
             if heavy:
-                c[5] += w0
-                c[19] += w1
-                c[33] += w2
+                c[5] += w1
+                c[19] += w2
         if stop is not None:
             if stop == "max_tokens":
-                c[6] += w0
-                c[20] += w1
-                c[34] += w2
+                c[6] += w1
+                c[20] += w2
             elif stop == "refusal":
-                c[9] += w0
-                c[23] += w1
-                c[37] += w2
+                c[9] += w1
+                c[23] += w2
         if call.n > 1 or call.logprobs:
-            c[7] += w0
-            c[21] += w1
-            c[35] += w2
+            c[29] += w0
+            c[7] += w1
+            c[21] += w2
         if status >= 400:
             if status == 429:
-                c[10] += w0
-                c[24] += w1
-                c[38] += w2
+                c[10] += w1
+                c[24] += w2
             else:
-                c[11] += w0
-                c[25] += w1
-                c[39] += w2
+                c[11] += w1
+                c[25] += w2
         last = state.last_ts
         if ts >= last:
             if last > -math.inf:
@@ -463,9 +451,7 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
 
     def score_one(self, state: BehaviourState, call: ApiCall) -> Signal | None:
         """The strongest signal, as it would be with `call` counted (state unchanged)."""
-        probe = BehaviourState()
-        probe.__setstate__(state.__getstate__())
-        probe.counts = array("f", state.counts)
+        probe = msgspec.structs.replace(state, counts=array("f", state.counts))
         if state.templates is not _NO_TEMPLATES:
             probe.templates = array("Q", state.templates)
         if state.withheld is not None:
@@ -483,7 +469,7 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
         # Cheap gate: no pattern can score without two matching requests in the hour.
         gate = 2.0 * w1
         c = state.counts
-        if c[17] < gate and c[21] < gate and c[22] < gate:
+        if c[3] < gate and c[7] < gate and c[8] < gate:
             return None
         # A late call is judged with the account as it stands now: decayed counts cannot
         # be rewound to before later calls were counted.
@@ -496,22 +482,22 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
         i0 = math.exp(-d / 600.0)
         i1 = math.exp(-d / 3600.0)
         i2 = math.exp(-d / 86400.0)
-        requests = c[14] * i1
+        requests = c[0] * i1
         if requests <= 0.0:
             return None
-        prompted = requests - c[15] * i1
-        cot = c[16] * i1
-        harvest = c[17] * i1
-        multi = c[21] * i1
-        probes = c[22] * i1
-        single_share = c[18] * i1 / requests
+        prompted = requests - c[1] * i1
+        cot = c[2] * i1
+        harvest = c[3] * i1
+        multi = c[7] * i1
+        probes = c[8] * i1
+        single_share = c[4] * i1 / requests
         coverage = topic_coverage(state, ts)
-        template_share = c[26] * i1 / (prompted + 1.0)
+        template_share = c[12] * i1 / (prompted + 1.0)
 
         mh, mm, mp = self.min_harvest, self.min_multi, self.min_probe
         purity = (harvest + 1.0) / (cot + 2.0)
         harvest_quality = _ramp(purity, 0.65, 0.9) * _ramp(harvest / (prompted + 1.0), 0.1, 0.35)
-        harvest_odds = max(c[3] * i0 / mh[0], harvest / mh[1], c[31] * i2 / mh[2])
+        harvest_odds = max(c[28] * i0 / mh[0], harvest / mh[1], c[17] * i2 / mh[2])
         harvest_score = harvest_quality * harvest_odds / (1.0 + harvest_odds)
 
         multi_share = multi / (requests + 1.0)
@@ -523,11 +509,11 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
             multi_quality *= max(
                 _ramp(coverage, 6, 10), _ramp(template_share, 0.3, 0.6), _breadth(entropy)
             ) * _ramp(single_share, 0.6, 0.9)
-        multi_odds = max(c[7] * i0 / mm[0], multi / mm[1], c[35] * i2 / mm[2])
+        multi_odds = max(c[29] * i0 / mm[0], multi / mm[1], c[21] * i2 / mm[2])
         multi_score = multi_quality * multi_odds / (1.0 + multi_odds)
 
         probe_share = probes / (prompted + 1.0)
-        probe_odds = max(c[8] * i0 / mp[0], probes / mp[1], c[36] * i2 / mp[2])
+        probe_odds = max(c[30] * i0 / mp[0], probes / mp[1], c[22] * i2 / mp[2])
         probe_score = _ramp(probe_share, 0.08, 0.3) * probe_odds / (1.0 + probe_odds)
 
         base = 1.0 - (1.0 - harvest_score) * (1.0 - multi_score) * (1.0 - probe_score)
@@ -536,8 +522,8 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
         base = min(base, 0.999_999)
 
         # The account's own history: the day horizon without the withheld calls.
-        own_requests = (c[28] - c[29]) * i2
-        own_cot, own_harvest, own_multi, own_probe = c[30] * i2, c[31] * i2, c[35] * i2, c[36] * i2
+        own_requests = (c[14] - c[15]) * i2
+        own_cot, own_harvest, own_multi, own_probe = c[16] * i2, c[17] * i2, c[21] * i2, c[22] * i2
         withheld = state.withheld
         if withheld is not None:
             own_requests -= (withheld[REQ] - withheld[NO_PROMPT]) * i2
@@ -555,11 +541,11 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
 
         patterns = (
             ("cot_request_rate", harvest_score, cot / max(prompted, 1e-9), own[0],
-             purity, harvest, c[3] * i0, c[31] * i2),
+             purity, harvest, c[28] * i0, c[17] * i2),
             ("multi_sample_logprobs", multi_score, multi_share, own[2],
-             (coverage, entropy), multi, c[7] * i0, c[35] * i2),
+             (coverage, entropy), multi, c[29] * i0, c[21] * i2),
             ("jailbreak_probing", probe_score, probe_share, own[3],
-             c[23] * i1 / requests, probes, c[8] * i0, c[36] * i2),
+             c[9] * i1 / requests, probes, c[30] * i0, c[22] * i2),
         )
         if harvest_score >= multi_score and harvest_score >= probe_score:
             top, now, was = 0, harvest / max(prompted, 1e-9), own[1]
@@ -569,12 +555,12 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
             top, now, was = 2, probe_share, own[3]
 
         amplifiers: list[tuple[str, float, float, float | None]] = []  # name, a, value, base
-        throttled = c[24] * i1
-        completed = requests - throttled - c[25] * i1
+        throttled = c[10] * i1
+        completed = requests - throttled - c[11] * i1
         a = 0.5 * _ramp(template_share, 0.3, 0.7)
         if a > 0.0:
             amplifiers.append(("prompt_templates", a, template_share, None))
-        max_tokens_share = c[20] * i1 / (completed + 1.0) if completed > 0 else 0.0
+        max_tokens_share = c[6] * i1 / (completed + 1.0) if completed > 0 else 0.0
         a = 0.5 * _ramp(max_tokens_share, 0.1, 0.3)
         if a > 0.0:
             amplifiers.append(("max_tokens_hits", a, max_tokens_share, None))
@@ -587,7 +573,7 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
         a = 0.3 * _ramp(single_share, 0.7, 0.95)
         if a > 0.0:
             amplifiers.append(("single_turn_share", a, single_share, None))
-        kilo_tokens = c[27] * i1
+        kilo_tokens = c[13] * i1
         a = 0.4 * _ramp(kilo_tokens, 100.0, 400.0)
         if a > 0.0:
             amplifiers.append(("output_volume", a, kilo_tokens * 1000.0, None))
@@ -599,7 +585,7 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
         a = 0.5 * _ramp(throttled_share, 0.1, 0.4)
         if a > 0.0:
             amplifiers.append(("throttling", a, throttled_share, None))
-        if c[28] * i2 >= 20.0 and state.gap_mean > 0.0:
+        if c[14] * i2 >= 20.0 and state.gap_mean > 0.0:
             cv = state.gap_dev / state.gap_mean
             a = 0.2 * _ramp(0.3 - cv, 0.0, 0.2)
             if a > 0.0:
@@ -718,7 +704,7 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
     def volume(self, state: BehaviourState, ts: float) -> float:
         """The `volume` feature alone (the same value `features` gives), for a cheap look."""
         d = ts - state.landmark if state.landmark > -math.inf else 0.0
-        requests = state.counts[_K1 + REQ] / math.exp(d / HORIZONS_S[1])
+        requests = state.counts[REQ] / math.exp(d / HORIZONS_S[1])
         if requests <= 1e-6:
             return 0.0
         return min(1.0, math.log1p(requests) / _LOG1P_1000)

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import msgspec
+
 from models.base import AccountDetector, Finding, Signal
 from models.behaviour import FEATURE_NAMES, BehaviourDetector, BehaviourState
 from models.cohort import CohortModels, cohort_of
@@ -72,19 +74,20 @@ class Episode:
         self.last_notes = notes
 
 
-class AccountState:
+class AccountState(msgspec.Struct, gc=False, eq=False):
     """Everything the engine keeps about one account: one state per detector, in the
     engine's detector order, the open episode if any, how many episodes it has had
     (the episode number is part of `alert_id`), and an analyst's benign verdict still in
-    force: (until event time, top signal, score) or None."""
+    force: (until event time, top signal, score) or None.
 
-    __slots__ = ("detector_states", "episode", "episodes_opened", "suppression")
+    Not tracked by the garbage collector (`gc=False`): nothing it holds refers back to
+    it, so it can be in no reference cycle, and a million accounts add nothing to a
+    collection's walk."""
 
-    def __init__(self, detector_states: tuple[Any, ...]) -> None:
-        self.detector_states = detector_states
-        self.episode: Episode | None = None
-        self.episodes_opened = 0
-        self.suppression: tuple[float, str, float] | None = None
+    detector_states: tuple[Any, ...]
+    episode: Episode | None = None
+    episodes_opened: int = 0
+    suppression: tuple[float, str, float] | None = None
 
 
 def _utc(ts: float) -> datetime:

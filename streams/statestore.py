@@ -44,7 +44,7 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2: engine and behaviour states are msgspec structs
 OFFSET_KEY = b"\x00changelog-offset"  # local only: the changelog offset the database holds
 SHARED_KEY = b"\x00engine-shared"  # the engine's shared models (changelog and local)
 _OPEN = b"\x01"  # local index: _OPEN + account key for accounts with an open episode

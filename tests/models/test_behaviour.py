@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 from models.behaviour import (
     FEATURE_NAMES,
-    TOPIC_SLOTS,
     BehaviourDetector,
     BehaviourState,
     cohort_percentile,
@@ -298,23 +297,6 @@ def test_topic_entropy_corroborates_a_pattern_and_explains_itself() -> None:
     reason = next(s for s in finding.signals if s.name == "topic_entropy")
     assert reason.value > 3.5 and reason.baseline == 3.0
     assert "14 topics in the last day" in reason.detail and "bits" in reason.detail
-
-
-def test_a_state_saved_before_the_topic_slots_loads_and_keeps_counting() -> None:
-    detector = BehaviourDetector()
-    state = detector.new_state()
-    for call in harvest(30, 600):
-        detector.assess_one(state, call)
-    old = state.__getstate__()
-    counts = old[BehaviourState.__slots__.index("counts")]
-    legacy = tuple(
-        counts[:-TOPIC_SLOTS] if name == "counts" else value
-        for name, value in zip(BehaviourState.__slots__, old, strict=True)
-    )
-    restored = BehaviourState.__new__(BehaviourState)
-    restored.__setstate__(legacy)
-    assert len(restored.counts) == len(counts)
-    assert detector.assess_one(restored, build_harvest_call(T0 + 700)) is not None
 
 
 def test_a_research_lab_sampling_a_few_topics_all_day_stays_below_the_bar() -> None:

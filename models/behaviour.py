@@ -285,6 +285,10 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
         self.max_amplification = max_amplification
         self.young_account_days = young_account_days
         self._renormalise_after = 60.0 * HORIZONS_S[0]
+        # The topic bucket of the latest call's time and its bounds: consecutive calls
+        # (of any account) mostly share one, and `int(ts // size)` costs more than a look.
+        self._bucket = -1
+        self._bucket_from = self._bucket_until = 0.0
 
     def new_state(self) -> BehaviourState:
         return BehaviourState()
@@ -371,7 +375,12 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
                     state.template_next = (slot + 1) % _TEMPLATE_SLOTS
             topic = call.topic
             if topic is not None:
-                bucket = int(ts // _TOPIC_BUCKET_S)
+                if self._bucket_from <= ts < self._bucket_until:
+                    bucket = self._bucket
+                else:
+                    bucket = self._bucket = int(ts // _TOPIC_BUCKET_S)
+                    self._bucket_from = bucket * _TOPIC_BUCKET_S
+                    self._bucket_until = self._bucket_from + _TOPIC_BUCKET_S
                 packed = state.topics
                 stored = packed >> 64
                 bit, slot = _TOPICS.get(topic) or _topic(topic)
@@ -618,7 +627,9 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
         if amplification > self.max_amplification:
             amplification = self.max_amplification
         odds = base / (1.0 - base) * amplification
-        evidence = (tuple(p for p in patterns if p[1] > 0.0), tuple(amplifiers), requests)
+        # `amplifiers` is this call's own list and nothing changes it later: it is the
+        # snapshot. Patterns that scored 0 are dropped when explaining, not here.
+        evidence = (patterns, amplifiers, requests)
         return Finding(odds / (1.0 + odds), evidence, _explain)
 
     # -- for the engine, the cohort models and the campaign linker --------------------
@@ -736,11 +747,13 @@ _PATTERN_WORDS = {
 
 def _explain(evidence: object) -> tuple[Signal, ...]:
     patterns: tuple[tuple[Any, ...], ...]
-    amplifiers: tuple[tuple[str, float, float, float | None], ...]
+    amplifiers: list[tuple[str, float, float, float | None]]
     requests: float
     patterns, amplifiers, requests = evidence  # type: ignore[misc]
     signals: list[Signal] = []
     for name, score, share, baseline, extra, _hour, short, day in patterns:
+        if score <= 0.0:
+            continue
         words = _PATTERN_WORDS[name]
         if name == "cot_request_rate":
             more = f"{extra:.0%} of them single-turn, tool-free and output-heavy"
@@ -761,7 +774,7 @@ def _explain(evidence: object) -> tuple[Signal, ...]:
             f"(~{short:.0f} such in the last 10 min, ~{day:.0f} in the last day); {history}",
         ))
     # Context signals rank after the pattern they corroborate: score = a * that pattern's.
-    strongest = max((p[1] for p in patterns), default=0.0)
+    strongest = max(p[1] for p in patterns)
     for name, a, value, baseline in amplifiers:
         signals.append(Signal(name, min(1.0, a) * strongest, value, baseline, _amplifier_words(
             name, value, baseline

@@ -10,9 +10,11 @@ N events to the input topic (single-event records keyed by account, or JSON arra
   `steady ev/s` is the slope between 10 % and 90 % of N;
 - **CPU s/M**: user + system CPU seconds of the worker process (all threads, from /proc)
   over that interval, per million events;
-- **peak RSS** (VmHWM), and **B/acct**: (RSS after the drain - RSS when the worker first
-  answered) / `accounts_tracked`; the scaling table also gives the marginal bytes per
-  account against the 1-account run;
+- **peak RSS** (VmHWM), **B/acct**: (RSS after the drain - RSS when the worker first
+  answered) / `accounts_tracked`; **idle B/acct**: the same with RSS taken after
+  `IDLE_SETTLE_S` without input (the worker has checkpointed what the drain changed and
+  returned freed heap: what holding idle accounts costs); the scaling table also gives
+  the marginal bytes per account against the 1-account run;
 - **CH rows/s**: ClickHouse rows written (all tables) per second of the drain;
 - **p50/p99 ms** (`--latency-s` > 0): after the drain, a paced stream at half the measured
   rate, with a harvester (an account sending 60 reasoning-trace requests, which alerts at
@@ -76,6 +78,7 @@ MODULES = {"distillwatch": "streams", "naive": "bench.naive_app",
 STALL_S = 90.0
 SPILL_SPAN_MS = 10 * 3600 * 1000  # event time a spill scenario's traffic spans
 SPILL_IDLE_S = 3600  # DISTILLWATCH_STATE_IDLE_S of the spill scenarios
+IDLE_SETTLE_S = 12.0  # two state checkpoints (every 5 s) and a margin: then RSS is idle
 
 
 @dataclass
@@ -96,6 +99,7 @@ class Result:
     peak_rss: int = 0
     rss_ready: int = 0
     rss_end: int = 0
+    rss_idle: int = 0  # after IDLE_SETTLE_S without input: the idle accounts' memory
     accounts_tracked: int = 0
     distinct_accounts: int = 0
     ch_rows: int = 0
@@ -116,6 +120,10 @@ class Result:
     @property
     def bytes_per_account(self) -> float:
         return (self.rss_end - self.rss_ready) / max(self.accounts_tracked, 1)
+
+    @property
+    def idle_bytes_per_account(self) -> float:
+        return (self.rss_idle - self.rss_ready) / max(self.accounts_tracked, 1)
 
 
 # -- one scenario ------------------------------------------------------------------------
@@ -305,6 +313,10 @@ def run_scenario(args: argparse.Namespace, name: str, app: str, batch: int, acco
         result.alerts = h["alerts"]
         result.accounts_evicted = h["accounts_evicted"]
         result.state_written = h["state_written"]
+        # The accounts are idle now: once the worker has checkpointed what the drain
+        # changed (and handed freed heap back), RSS is what holding them costs.
+        time.sleep(IDLE_SETTLE_S)
+        result.rss_idle = sum(memory(w.pid)[0] for w in started)
         if workers > 1:
             for w in started:
                 wh = w.health() or {}
@@ -401,19 +413,20 @@ def _ms(v: float | None) -> str:
 
 def format_table(results: list[Result]) -> str:
     head = ["scenario", "app", "records", "accounts", "events", "wk", "events/s", "steady/s",
-            "CPU s/M", "CPU%", "peak RSS MiB", "B/acct", "CH rows/s", "alerts",
+            "CPU s/M", "CPU%", "peak RSS MiB", "B/acct", "idle B/acct", "CH rows/s", "alerts",
             "lat. rate/s", "p50 ms", "p99 ms"]
     rows = []
     for r in results:
         if r.error:
             rows.append([r.name, r.app, "", "", f"{r.events:,}", str(r.workers),
-                         f"ERROR: {r.error.splitlines()[0][:80]}"] + [""] * 10)
+                         f"ERROR: {r.error.splitlines()[0][:80]}"] + [""] * 11)
             continue
         rows.append([
             r.name, r.app, "single" if r.batch <= 1 else f"batch {r.batch:,}",
             f"{r.accounts:,}", f"{r.events:,}", str(r.workers), f"{r.events_per_s:,.0f}",
             f"{r.steady_per_s:,.0f}", f"{r.cpu_s_per_m:,.0f}", f"{100 * r.cpu_util:.0f}",
-            _mib(r.peak_rss), f"{r.bytes_per_account:,.0f}", f"{r.ch_rows_per_s:,.0f}",
+            _mib(r.peak_rss), f"{r.bytes_per_account:,.0f}", f"{r.idle_bytes_per_account:,.0f}",
+            f"{r.ch_rows_per_s:,.0f}",
             f"{r.alerts:,}",
             f"{r.latency_rate:,.0f}" if r.latency_rate else "-", _ms(r.p50_ms), _ms(r.p99_ms),
         ])
@@ -446,8 +459,11 @@ def notes(results: list[Result]) -> list[str]:
     for r in results:
         if r.name.startswith("scale_") and base and r is not base and not r.error:
             marginal = (r.rss_end - base.rss_end) / max(r.accounts_tracked - 1, 1)
+            idle = (r.rss_idle - base.rss_idle) / max(r.accounts_tracked - 1, 1)
             out.append(f"{r.name}: {r.accounts_tracked:,} accounts tracked, RSS {_mib(r.rss_end)}"
-                       f" MiB after the drain, marginal {marginal:,.0f} B per account vs 1 account")
+                       f" MiB after the drain, marginal {marginal:,.0f} B per account vs 1 account;"
+                       f" idle {IDLE_SETTLE_S:.0f} s later RSS {_mib(r.rss_idle)} MiB, marginal"
+                       f" {idle:,.0f} B per account")
     for r in results:
         if r.name.startswith("spill_") and not r.error:
             held, grown = max(r.accounts_tracked, 1), r.rss_end - r.rss_ready

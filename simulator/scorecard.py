@@ -7,7 +7,9 @@ formats); reading files is the caller's job. All times are event time. Definitio
   is unique across the fleet, so accounts are matched on it). Resolved alerts name no one.
 - A campaign is *detected* when at least half of its accounts are named; its time to
   detect runs from its first attack event to the ``event_time`` of the alert that named
-  the account completing that half.
+  the account completing that half. Its *floor* is the same span to the attack start
+  of the account completing that half: no detector can name an account before it
+  attacks, so where a campaign's keys come online over an hour, so does its floor.
 - An account's time to detect runs from its ``attack_start`` to the ``event_time`` of
   the first firing alert naming it.
 - Percentiles: the median interpolates; p90 is the nearest rank (``ceil(0.9 n)``-th value).
@@ -60,6 +62,9 @@ class CampaignResult:
     # From the campaign's first attack event to the first firing alert naming any of its
     # accounts: when responders first hear of it, however the keys' starts are spread.
     first_alert_s: float | None = None
+    # From its first attack event to the attack start of the account completing half of
+    # it: the earliest `ttd_s` any detector could reach, set by when the keys came online.
+    floor_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,7 @@ class Scorecard:
     notes: tuple[str, ...] = field(default=())
     ttd_campaign_first_alert_median_s: float | None = None
     ttd_campaign_first_alert_p90_s: float | None = None
+    ttd_campaign_floor_median_s: float | None = None
 
     @property
     def campaigns_total(self) -> int:
@@ -249,6 +255,7 @@ def score_alerts(
     campaigns: list[CampaignResult] = []
     campaign_ttd: list[float] = []
     first_alert_ttd: list[float] = []
+    floors: list[float] = []
     for campaign_id in sorted(members):
         rows = members[campaign_id]
         starts = [parse_event_time(r["attack_start"]) for r in rows if r.get("attack_start")]
@@ -265,6 +272,9 @@ def score_alerts(
         if ttd is not None:
             campaign_ttd.append(ttd)
         first_alert = named_times[0] - start_s if named_times and starts else None
+        floor = sorted(starts)[half - 1] - start_s if len(starts) >= half else None
+        if floor is not None:
+            floors.append(floor)
         if first_alert is not None:
             first_alert_ttd.append(first_alert)
         archetypes = Counter(str(r["archetype"]) for r in rows)
@@ -279,6 +289,7 @@ def score_alerts(
                 detected_at=_iso(detected_s),
                 ttd_s=ttd,
                 first_alert_s=first_alert,
+                floor_s=floor,
             )
         )
 
@@ -317,6 +328,7 @@ def score_alerts(
         ttd_campaign_p90_s=p90(campaign_ttd),
         ttd_campaign_first_alert_median_s=median(first_alert_ttd),
         ttd_campaign_first_alert_p90_s=p90(first_alert_ttd),
+        ttd_campaign_floor_median_s=median(floors),
         benign_accounts=sum(c[0] for c in benign_counts.values()),
         benign_alerted=sum(c[1] for c in benign_counts.values()),
         benign_by_archetype={k: GroupRate(*v) for k, v in sorted(benign_counts.items())},
@@ -362,17 +374,18 @@ def format_scorecard(card: Scorecard) -> str:
         "",
         f"campaigns detected: {card.campaigns_detected}/{card.campaigns_total}"
         f"   time to detect median {_duration(card.ttd_campaign_median_s)},"
-        f" p90 {_duration(card.ttd_campaign_p90_s)} (half its accounts named);"
+        f" p90 {_duration(card.ttd_campaign_p90_s)} (half its accounts named; floor"
+        f" median {_duration(card.ttd_campaign_floor_median_s)});"
         f" first alert median {_duration(card.ttd_campaign_first_alert_median_s)},"
         f" p90 {_duration(card.ttd_campaign_first_alert_p90_s)}",
         f"  {'campaign':32} {'archetype':18} {'named':>11} {'detected':>8} {'ttd':>7}"
-        f" {'first':>7}",
+        f" {'floor':>7} {'first':>7}",
     ]
     for c in card.campaigns:
         lines.append(
             f"  {c.campaign_id:32} {c.archetype:18} {f'{c.named}/{c.accounts}':>11}"
             f" {'yes' if c.detected else 'no':>8} {_duration(c.ttd_s):>7}"
-            f" {_duration(c.first_alert_s):>7}"
+            f" {_duration(c.floor_s):>7} {_duration(c.first_alert_s):>7}"
         )
     lines += [
         "",

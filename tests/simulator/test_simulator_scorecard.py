@@ -124,6 +124,20 @@ def test_time_to_first_alert_per_campaign(known_alerts: list[dict[str, Any]]) ->
     assert card.ttd_campaign_first_alert_median_s == pytest.approx(185.0)
 
 
+def test_floor_is_when_half_of_a_campaign_had_begun_attacking(
+    known_alerts: list[dict[str, Any]],
+) -> None:
+    card = score_alerts(LABELS, known_alerts, days=0.5)
+    by_id = {c.campaign_id: c for c in card.campaigns}
+    # A's keys start at 0, 60, 120, 180: its second (half of four) at 60. B's three keys
+    # start at 30, 40, 50: its second (ceil of 1.5) at 40, 10 s after B's first.
+    assert by_id["A"].floor_s == pytest.approx(60.0)
+    assert by_id["B"].floor_s == pytest.approx(10.0)
+    assert card.ttd_campaign_floor_median_s == pytest.approx(35.0)
+    assert by_id["A"].ttd_s is not None and by_id["A"].ttd_s >= by_id["A"].floor_s
+    assert "floor median 35s" in format_scorecard(card)
+
+
 def test_recall_and_time_to_detect_per_account(known_alerts: list[dict[str, Any]]) -> None:
     card = score_alerts(LABELS, known_alerts, days=0.5)
     assert card.recall_by_archetype["hydra"].alerted == 3

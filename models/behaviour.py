@@ -60,6 +60,7 @@ _T0 = _S0 + len(_SHORT)
 _TEMPLATE_SLOTS = 6
 _TOPIC_BUCKET_S = 1800.0  # coverage is the union of this half hour and the previous one
 _exp = math.exp
+_NEVER = -math.inf  # the landmark and last call time of an account without calls
 _ZERO_COUNTS = array("f", bytes(4 * (_T0 + TOPIC_SLOTS)))
 _ZERO_TEMPLATES = array("Q", bytes(8 * _TEMPLATE_SLOTS))
 _NO_TEMPLATES = array("Q")  # shared by every state until its first templated prompt
@@ -140,12 +141,12 @@ class BehaviourState(msgspec.Struct, gc=False, eq=False):
     # by a collection. Built by msgspec in C, a new account's state costs a third of a
     # Python `__init__`. Compared by identity (`eq=False`), as an account's state is.
     counts: array = msgspec.field(default_factory=_ZERO_COUNTS.__copy__)
-    landmark: float = -math.inf
+    landmark: float = _NEVER
     withheld: array | None = None
     templates: array = _NO_TEMPLATES
     template_next: int = 0
     topics: int = 0
-    last_ts: float = -math.inf
+    last_ts: float = _NEVER
     gap_mean: float = 0.0
     gap_dev: float = 0.0
     cohort: int = 0
@@ -170,7 +171,7 @@ class _View:
     __slots__ = ("c", "w0", "w1", "w2")
 
     def __init__(self, state: BehaviourState, ts: float) -> None:
-        d = ts - state.landmark if state.landmark > -math.inf else 0.0
+        d = ts - state.landmark if state.landmark > _NEVER else 0.0
         self.c = state.counts
         self.w0 = math.exp(d / HORIZONS_S[0])
         self.w1 = math.exp(d / HORIZONS_S[1])
@@ -207,7 +208,7 @@ def topic_entropy(state: BehaviourState, ts: float) -> float | None:
     total = sum(slots)  # scaled counts: the scale cancels out of the entropy
     if total <= 0.0:
         return None
-    d = ts - state.landmark if state.landmark > -math.inf else 0.0
+    d = ts - state.landmark if state.landmark > _NEVER else 0.0
     if total * math.exp(-d / HORIZONS_S[2]) < _ENTROPY_MIN_PROMPTS:
         return None
     log = math.log
@@ -297,7 +298,7 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
 
     def _renormalise(self, state: BehaviourState, ts: float) -> None:
         c = state.counts
-        if state.landmark == -math.inf:
+        if state.landmark == _NEVER:
             state.landmark = ts
             return
         d = ts - state.landmark
@@ -422,7 +423,7 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
                 c[25] += w2
         last = state.last_ts
         if ts >= last:
-            if last > -math.inf:
+            if last > _NEVER:
                 gap = ts - last
                 mean = state.gap_mean + _GAP_ALPHA * (gap - state.gap_mean)
                 state.gap_dev += _GAP_ALPHA * (abs(gap - mean) - state.gap_dev)
@@ -487,7 +488,7 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
 
     def _judge(self, state: BehaviourState, ts: float, created_at: float | None) -> Finding | None:
         c = state.counts
-        d = ts - state.landmark if state.landmark > -math.inf else 0.0
+        d = ts - state.landmark if state.landmark > _NEVER else 0.0
         i0 = math.exp(-d / 600.0)
         i1 = math.exp(-d / 3600.0)
         i2 = math.exp(-d / 86400.0)
@@ -714,7 +715,7 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
 
     def volume(self, state: BehaviourState, ts: float) -> float:
         """The `volume` feature alone (the same value `features` gives), for a cheap look."""
-        d = ts - state.landmark if state.landmark > -math.inf else 0.0
+        d = ts - state.landmark if state.landmark > _NEVER else 0.0
         requests = state.counts[REQ] / math.exp(d / HORIZONS_S[1])
         if requests <= 1e-6:
             return 0.0

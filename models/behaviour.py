@@ -5,9 +5,9 @@ requests asking for full reasoning traces, single-turn output-heavy answers, mul
 and log-prob requests, answers cut at `max_tokens`, jailbreaks and hidden-instruction
 probes, refusals, throttling (429) and errors, near-duplicate prompt templates, output
 tokens, topic coverage and the regularity of inter-arrival times. Each counter is an
-exponentially decayed count in event time at three horizons (time constants 10 min,
-1 h and 1 day: a decayed count is about the number of matching requests in the last
-10 min, hour or day). The account's own baseline is the 1-day horizon minus the calls
+exponentially decayed count in event time at the 1-hour and 1-day horizons, and the
+three patterns' counters also at 10 minutes (time constants 10 min, 1 h and 1 day: a
+decayed count is about the number of matching requests in the last 10 min, hour or day). The account's own baseline is the 1-day horizon minus the calls
 the engine judged suspicious (`withhold_one`), so a flagged account never teaches its
 baseline that harvesting is normal.
 
@@ -51,7 +51,8 @@ N_COUNTERS = 14
 HORIZONS_S = (600.0, 3600.0, 86_400.0)
 _K2 = N_COUNTERS
 # Then the 10-minute horizon, only for what judging reads there: the three patterns'
-# counters (a burst of harvesting, sweeping or probing).
+# counters (a burst of harvesting, sweeping or probing): HARVEST at 28, MULTI at 29,
+# PROBE at 30.
 _S0 = 2 * N_COUNTERS
 _SHORT = (HARVEST, MULTI, PROBE)
 # Then one counter per topic slot at the 1-day horizon (topic entropy).

@@ -7,8 +7,9 @@ probes, refusals, throttling (429) and errors, near-duplicate prompt templates, 
 tokens, topic coverage and the regularity of inter-arrival times. Each counter is an
 exponentially decayed count in event time at the 1-hour and 1-day horizons, and the
 three patterns' counters also at 10 minutes (time constants 10 min, 1 h and 1 day: a
-decayed count is about the number of matching requests in the last 10 min, hour or day). The account's own baseline is the 1-day horizon minus the calls
-the engine judged suspicious (`withhold_one`), so a flagged account never teaches its
+decayed count is about the number of matching requests in the last 10 min, hour or day).
+The account's own baseline is the 1-day horizon minus the calls the engine judged
+suspicious (`withhold_one`), so a flagged account never teaches its
 baseline that harvesting is normal.
 
 Three *patterns* raise the score, each a shape quality in [0, 1] times a volume term:
@@ -141,10 +142,10 @@ class BehaviourState(msgspec.Struct, gc=False, eq=False):
     # arrays, so it can be in no reference cycle, and a million of them are never walked
     # by a collection. Built by msgspec in C, a new account's state costs a third of a
     # Python `__init__`. Compared by identity (`eq=False`), as an account's state is.
-    counts: array = msgspec.field(default_factory=_ZERO_COUNTS.__copy__)
+    counts: array[float] = msgspec.field(default_factory=_ZERO_COUNTS.__copy__)
     landmark: float = _NEVER
-    withheld: array | None = None
-    templates: array = _NO_TEMPLATES
+    withheld: array[float] | None = None
+    templates: array[int] = _NO_TEMPLATES
     template_next: int = 0
     topics: int = 0
     last_ts: float = _NEVER

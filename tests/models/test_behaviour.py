@@ -210,12 +210,17 @@ def test_machine_regular_timing_is_noted() -> None:
 # --- topic entropy: how evenly prompts spread over the taxonomy -------------------------
 
 
-def entropy_of(calls: list[ApiCall]) -> float | None:
+def counted(calls: list[ApiCall]) -> tuple[BehaviourDetector, BehaviourState]:
+    """A detector and the state of one account that sent `calls`."""
     detector = BehaviourDetector()
     state = detector.new_state()
     for call in calls:
         detector.assess_one(state, call)
-    return topic_entropy(state, calls[-1].ts)
+    return detector, state
+
+
+def entropy_of(calls: list[ApiCall]) -> float | None:
+    return topic_entropy(counted(calls)[1], calls[-1].ts)
 
 
 def test_a_sweep_has_more_topic_entropy_than_a_mix_and_a_one_topic_product() -> None:
@@ -234,10 +239,7 @@ def test_a_sweep_has_more_topic_entropy_than_a_mix_and_a_one_topic_product() -> 
 
 
 def _features_at_end(calls: list[ApiCall]) -> tuple[float, ...]:
-    detector = BehaviourDetector()
-    state = detector.new_state()
-    for call in calls:
-        detector.assess_one(state, call)
+    detector, state = counted(calls)
     return detector.features(state, calls[-1].ts)
 
 
@@ -330,10 +332,7 @@ def test_the_cohort_percentile_corroborates_only_while_it_is_valid() -> None:
 
 
 def suspicion_of(calls: list[ApiCall]) -> float:
-    detector = BehaviourDetector()
-    state = detector.new_state()
-    for call in calls:
-        detector.assess_one(state, call)
+    detector, state = counted(calls)
     return detector.suspicion(state, calls[-1].ts)
 
 

@@ -624,7 +624,11 @@ class Pipeline:
             return
         store, loop = self.store, asyncio.get_running_loop()
         async with self._checkpoint_lock:
-            dirty, self._dirty = list(self._dirty), set()
+            # Under the drain lock: a drain adds the accounts it changes to the set it
+            # found when it began, which must be the set this checkpoint takes or the
+            # next one will (else an account could leave memory without being written).
+            async with self._drain_lock:
+                dirty, self._dirty = list(self._dirty), set()
             # In chunks, so that a checkpoint of many accounts holds little memory at once
             # and calls go on between chunks (an account changed meanwhile is dirty again).
             for start in range(0, max(len(dirty), 1), CHECKPOINT_CHUNK):

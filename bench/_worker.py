@@ -77,8 +77,15 @@ class Worker:
         return self.process.pid
 
     def health(self) -> dict[str, Any] | None:
+        return self._page("health")
+
+    def memory_report(self) -> dict[str, Any] | None:
+        """The worker's /memory/ page (distillwatch workers only)."""
+        return self._page("memory")
+
+    def _page(self, name: str) -> dict[str, Any] | None:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health/",
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/{name}/",
                                         timeout=2) as response:
                 body: dict[str, Any] = json.loads(response.read())
                 return body

@@ -11,10 +11,11 @@ N events to the input topic (single-event records keyed by account, or JSON arra
 - **CPU s/M**: user + system CPU seconds of the worker process (all threads, from /proc)
   over that interval, per million events;
 - **peak RSS** (VmHWM), **B/acct**: (RSS after the drain - RSS when the worker first
-  answered) / `accounts_tracked`; **idle B/acct**: the same with RSS taken after
-  `IDLE_SETTLE_S` without input (the worker has checkpointed what the drain changed and
-  returned freed heap: what holding idle accounts costs); the scaling table also gives
-  the marginal bytes per account against the 1-account run;
+  answered) / `accounts_tracked`; **idle B/acct**: the same with RSS taken once every
+  account the drain changed has its snapshot written, and `IDLE_SETTLE_S` after that
+  (freed heap returned: what holding idle accounts costs); the scaling table also gives
+  the marginal bytes per account against the 1-account run, and each worker's /memory/
+  page at that point (heap, libraries, Python blocks, RocksDB);
 - **CH rows/s**: ClickHouse rows written (all tables) per second of the drain;
 - **p50/p99 ms** (`--latency-s` > 0): after the drain, a paced stream at half the measured
   rate, with a harvester (an account sending 60 reasoning-trace requests, which alerts at
@@ -78,7 +79,9 @@ MODULES = {"distillwatch": "streams", "naive": "bench.naive_app",
 STALL_S = 90.0
 SPILL_SPAN_MS = 10 * 3600 * 1000  # event time a spill scenario's traffic spans
 SPILL_IDLE_S = 3600  # DISTILLWATCH_STATE_IDLE_S of the spill scenarios
-IDLE_SETTLE_S = 12.0  # two state checkpoints (every 5 s) and a margin: then RSS is idle
+# After the last account's snapshot is written: two state checkpoints (every 5 s, each
+# trims the heap) and a margin; then RSS is what holding idle accounts costs.
+IDLE_SETTLE_S = 12.0
 
 
 @dataclass
@@ -112,6 +115,7 @@ class Result:
     p99_ms: float | None = None
     max_ms: float | None = None
     per_worker: list[dict[str, Any]] = field(default_factory=list)
+    memory_idle: list[dict[str, Any]] = field(default_factory=list)  # /memory/ when idle
     overlap_accounts: int | None = None
     accounts_evicted: int = 0  # idle accounts whose state left memory for the store
     state_written: int = 0  # account snapshots written to the store and changelog
@@ -315,8 +319,12 @@ def run_scenario(args: argparse.Namespace, name: str, app: str, batch: int, acco
         result.state_written = h["state_written"]
         # The accounts are idle now: once the worker has checkpointed what the drain
         # changed (and handed freed heap back), RSS is what holding them costs.
+        if app == "distillwatch":
+            _wait_checkpointed(started)
         time.sleep(IDLE_SETTLE_S)
         result.rss_idle = sum(memory(w.pid)[0] for w in started)
+        if app == "distillwatch":
+            result.memory_idle = [w.memory_report() or {} for w in started]
         if workers > 1:
             for w in started:
                 wh = w.health() or {}
@@ -439,6 +447,18 @@ def format_table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def _wait_checkpointed(workers: list[Any], timeout_s: float = 300.0) -> None:
+    """Wait until no worker has accounts waiting for their snapshot (at 10^6 accounts a
+    drain's checkpoint takes longer than IDLE_SETTLE_S)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        reports = [w.memory_report() or {} for w in workers]
+        if all(r.get("accounts", {}).get("dirty", 1) == 0 for r in reports):
+            return
+        time.sleep(0.5)
+    print(f"  workers still checkpointing after {timeout_s:.0f} s", flush=True)
+
+
 def notes(results: list[Result]) -> list[str]:
     out = []
     by = {r.name: r for r in results if not r.error}
@@ -464,6 +484,14 @@ def notes(results: list[Result]) -> list[str]:
                        f" MiB after the drain, marginal {marginal:,.0f} B per account vs 1 account;"
                        f" idle {IDLE_SETTLE_S:.0f} s later RSS {_mib(r.rss_idle)} MiB, marginal"
                        f" {idle:,.0f} B per account")
+    for r in results:
+        for report in r.memory_idle if not r.error else []:
+            proc, rocks = report.get("process", {}), report.get("rocksdb", {})
+            out.append(f"{r.name}: idle memory: anonymous {_mib(proc.get('anonymous', 0))} MiB,"
+                       f" files {_mib(proc.get('file', 0))} MiB, Python blocks"
+                       f" {proc.get('python_blocks', 0):,}; accounts in memory"
+                       f" {report.get('accounts')}; RocksDB "
+                       + ", ".join(f"{k} {_mib(v)} MiB" for k, v in rocks.items()))
     for r in results:
         if r.name.startswith("spill_") and not r.error:
             held, grown = max(r.accounts_tracked, 1), r.rss_end - r.rss_ready

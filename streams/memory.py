@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import sys
 
 log = logging.getLogger(__name__)
 
@@ -44,3 +45,21 @@ def trim() -> None:
     """Return free heap memory to the system (cheap when there is little to return)."""
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
+
+
+def process_memory() -> dict[str, int]:
+    """This process's memory in bytes, from /proc (Linux; empty elsewhere): resident
+    (`rss`) and its high-water mark (`rss_peak`), resident anonymous memory (`anonymous`:
+    the heaps) and resident file mappings (`file`: libraries such as chDB's), and the
+    blocks Python's allocator has handed out (`python_blocks`, a count)."""
+    out = {"python_blocks": sys.getallocatedblocks()}
+    fields = {"VmRSS": "rss", "VmHWM": "rss_peak", "RssAnon": "anonymous", "RssFile": "file"}
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                name, _, rest = line.partition(":")
+                if name in fields:
+                    out[fields[name]] = int(rest.split()[0]) * 1024  # given in kB
+    except OSError:
+        pass
+    return out

@@ -236,11 +236,16 @@ class Pipeline:
             async def get(self, request: Any) -> Any:
                 return self.json(pipeline.health())
 
+        class MemoryView(faust.web.View):
+            async def get(self, request: Any) -> Any:
+                return self.json(pipeline.memory_report())
+
         class SqlView(faust.web.View):
             async def post(self, request: Any) -> Any:
                 return await pipeline._sql(self, request)
 
         app.page("/health/")(HealthView)
+        app.page("/memory/")(MemoryView)
         app.page("/sql/")(SqlView)
         app.on_before_shutdown.connect(self._on_before_shutdown)
         return app
@@ -803,6 +808,21 @@ class Pipeline:
             "watermark": self.watermark,
             "clickhouse_rows_written": dict(self.sink.rows_written) if self.sink else {},
             "clickhouse_pending": self.sink.pending if self.sink else None,
+        }
+
+    def memory_report(self) -> dict[str, Any]:
+        """Where this worker's memory is: the process (bytes), the accounts each model
+        holds in memory, and what RocksDB holds for the stored ones (bytes)."""
+        return {
+            "process": memory.process_memory(),
+            "accounts": {
+                "engine": self.engine.accounts_tracked,
+                "link_observer": len(self.observer),
+                "share_suspicion": len(self.suspicion.share),
+                "dirty": len(self._dirty),
+            },
+            "merger_calls": len(self.merger),
+            "rocksdb": self.store.memory() if self.store is not None else {},
         }
 
     async def _sql(self, web: Any, request: Any) -> Any:

@@ -56,6 +56,11 @@ _PRODUCE_TIMEOUT_S = 60.0
 _MEMTABLE_BYTES = 8 << 20
 _MEMTABLES_TOTAL_BYTES = 16 << 20
 _BLOCK_CACHE_BYTES = 8 << 20
+_MEMORY_PROPERTIES = {  # what `AccountStore.memory` reports, and the RocksDB property read
+    "memtables": "rocksdb.cur-size-all-mem-tables",
+    "block_cache": "rocksdb.block-cache-usage",
+    "table_readers": "rocksdb.estimate-table-readers-mem",
+}
 
 
 class StateStoreError(StreamsError):
@@ -267,6 +272,15 @@ class AccountStore:
             if partition in offsets:
                 batch.put(OFFSET_KEY, str(offsets[partition]).encode())
             self._dbs[partition].write(batch)
+
+    def memory(self) -> dict[str, int]:
+        """Bytes RocksDB holds in memory for this worker's partitions: memtables, block
+        caches and table readers (indexes and Bloom filters), summed over partitions."""
+        totals = dict.fromkeys(_MEMORY_PROPERTIES, 0)
+        for db in self._dbs.values():
+            for name, prop in _MEMORY_PROPERTIES.items():
+                totals[name] += db.property_int_value(prop) or 0
+        return totals
 
     def close_partitions(self, partitions: Iterable[int]) -> None:
         """Close the databases of partitions this worker no longer holds (files stay)."""

@@ -114,9 +114,16 @@ class WorkerProcess:
     url: str
     log_path: Path
 
+    def memory(self) -> dict[str, Any] | None:
+        """The worker's /memory/ page."""
+        return self.page("memory")
+
     def health(self) -> dict[str, Any] | None:
+        return self.page("health")
+
+    def page(self, name: str) -> dict[str, Any] | None:
         try:
-            with urllib.request.urlopen(f"{self.url}/health/", timeout=2) as response:
+            with urllib.request.urlopen(f"{self.url}/{name}/", timeout=2) as response:
                 body: dict[str, Any] = json.loads(response.read())
                 return body
         except (OSError, ValueError):

@@ -38,8 +38,14 @@ def test_attack_raises_alert_and_every_event_reaches_clickhouse(
     assert alert.kind == "account" and alert.reasons and alert.score >= 0.5
     assert alert.first_event_time <= alert.event_time <= alert.detected_at
 
-    worker.wait_until(lambda h: h["events_detected"] == len(events)
-                      and h["clickhouse_pending"] == 0)
+    health = worker.wait_until(lambda h: h["events_detected"] == len(events)
+                               and h["clickhouse_pending"] == 0)
+    memory = worker.memory()
+    assert memory is not None
+    assert memory["accounts"]["engine"] == health["accounts_tracked"] == 6
+    assert memory["accounts"]["link_observer"] == 6
+    assert 0 < memory["process"]["anonymous"] < memory["process"]["rss"]
+    assert memory["rocksdb"]["memtables"] > 0  # the drain's snapshots are written there
     # Asked while the worker holds the embedded engine: routed to it, read-only.
     rows = deployment.sql(
         "SELECT account_id, sum(requests) AS n, sum(cot_requests) AS cot "

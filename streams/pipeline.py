@@ -95,6 +95,7 @@ EXPIRE_EVERY_S = 600.0  # event-time seconds between sweeps of idle linking stat
 EVICT_EVERY_S = 300.0  # event-time seconds between sweeps of idle accounts out of memory
 SWEEP_EVERY_S = 60.0  # ... and wall-clock seconds, for when event time stands still
 CHECKPOINT_CHUNK = 10_000  # account snapshots pickled, sent and stored together
+DIRTY_MAX = 100_000  # accounts changed since their snapshot before detect waits for the store
 SHARED_EVERY_S = 60.0  # wall-clock seconds between snapshots of the engine's shared models
 ACCOUNT_IDLE_S = 7 * 86400.0  # an account silent this long is forgotten by the link observer
 LOG_FIRST_DEAD_LETTERS = 20
@@ -391,8 +392,17 @@ class Pipeline:
                     await self._processing_error(exc, record.value, topic, record.message)
                     continue
                 merger.add(record.message.partition, item, now)
+            await self._keep_up_with_the_store()
             await self._drain()
             yield None
+
+    async def _keep_up_with_the_store(self) -> None:
+        """Checkpoint now, and wait for it, if more than DIRTY_MAX accounts wait for their
+        snapshot: when accounts arrive faster than snapshots are written (a replay, a
+        flood of new keys), memory then holds the accounts of the last `state_idle_s`,
+        not everything read so far."""
+        if self.store is not None and len(self._dirty) > DIRTY_MAX:
+            await self._checkpoint()
 
     async def _drain_timer(self) -> None:
         # Input may stop while calls wait for a partition to go idle: let them go on.
@@ -406,11 +416,13 @@ class Pipeline:
             ready = self.merger.release(math.inf if everything else time.monotonic())
             if not ready:
                 return
-            engine, sink, observer = self.engine, self.sink, self.observer
+            engine, sink = self.engine, self.sink
+            process, observe, suspect = engine.process, self.observer.observe, self.suspicion.update
             topic = self.settings.internal_topic_by_account
-            watermark = self.watermark
             observations: list[LinkObservation] = []
             store, dirty, held = self.store, self._dirty, engine.account_state
+            counted: list[ApiCall] = []  # the calls processed, and their combined scores
+            scores: list[float] = []
             for call in ready:
                 try:
                     if store is not None:
@@ -419,18 +431,19 @@ class Pipeline:
                             if held(*key) is None:
                                 self._load(key)
                             dirty.add(key)
-                    alerts = engine.process(call)
-                    suspicion = self.suspicion.update(call, engine.last_suspicion)
-                    observations.extend(observer.observe(call, suspicion))
+                    alerts = process(call)
+                    observations += observe(call, suspect(call, engine.last_suspicion))
                 except Exception as exc:
                     await self._processing_error(exc, encode_calls([call]), topic, None)
                     continue
                 for alert in alerts:
                     await self._emit(alert)
-                if sink is not None:
-                    sink.add_call(call, engine.last_score)
-                if call.ts > watermark:
-                    watermark = call.ts
+                counted.append(call)
+                scores.append(engine.last_score)
+            if sink is not None:
+                sink.add_calls(counted, scores)
+            # The merger releases calls in event-time order: the last one is the latest.
+            watermark = max(self.watermark, counted[-1].ts) if counted else self.watermark
             self.stats.events_detected += len(ready)
             groups = group_by_partition(observations, "hub", self.settings.topic_partitions)
             for partition, group in groups.items():
@@ -448,7 +461,7 @@ class Pipeline:
                 await self.edges.send(value=encode_tick(watermark), partition=0)
                 self._next_tick = next_boundary(watermark, TICK_EVERY_S)
             if watermark >= self._next_observer_expiry:
-                observer.expire(watermark, ACCOUNT_IDLE_S)
+                self.observer.expire(watermark, ACCOUNT_IDLE_S)
                 self._next_observer_expiry = next_boundary(watermark, EXPIRE_EVERY_S)
 
     async def _link(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -138,12 +139,21 @@ class ClickHouseSink:
         self.flushes = 0
 
     def add_call(self, call: ApiCall, score: float) -> None:
-        key = (int(call.ts // 60) * 60, call.tenant_id, call.account_id)
+        self.add_calls((call,), (score,))
+
+    def add_calls(self, calls: Sequence[ApiCall], scores: Sequence[float]) -> None:
+        """Count calls with their combined scores (`scores[i]` is `calls[i]`'s) into the
+        minute aggregates; one lock for the lot, as a drain hands over thousands."""
+        if len(calls) != len(scores):
+            raise ValueError(f"{len(calls)} calls but {len(scores)} scores")
         with self._lock:
-            agg = self._minutes.get(key)
-            if agg is None:
-                agg = self._minutes[key] = MinuteAggregate()
-            agg.add(call, score)
+            minutes = self._minutes
+            for call, score in zip(calls, scores):  # noqa: B905 - lengths checked above
+                key = (int(call.ts // 60) * 60, call.tenant_id, call.account_id)
+                agg = minutes.get(key)
+                if agg is None:
+                    agg = minutes[key] = MinuteAggregate()
+                agg.add(call, score)
 
     def add_alert(self, alert: Alert) -> None:
         with self._lock:

@@ -120,3 +120,23 @@ def test_idle_accounts_leave_memory_only_once_stored(worker: Pipeline) -> None:
     stored = {split_account_key(key)[1] for key in worker.store.snapshots}  # type: ignore[attr-defined]
     assert worker.stats.accounts_evicted == 10 and worker.engine.accounts() == []
     assert stored == {f"key_{i}" for i in range(10)}
+
+
+def test_detect_waits_for_the_store_when_too_many_accounts_wait(
+    worker: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline_module, "DIRTY_MAX", 10)
+    worker.alert_sent.set()  # type: ignore[attr-defined]
+
+    async def run() -> None:
+        worker.merger.add(0, calls(10), now=0.0)
+        await worker._drain(everything=True)
+        await worker._keep_up_with_the_store()  # 10: not more than DIRTY_MAX
+        assert len(worker._dirty) == 10
+        worker.merger.add(0, calls(11)[10:], now=0.0)
+        await worker._drain(everything=True)
+        await worker._keep_up_with_the_store()
+
+    asyncio.run(run())
+    assert worker._dirty == set()
+    assert len(worker.store.snapshots) == 11  # type: ignore[union-attr]

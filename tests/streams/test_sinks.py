@@ -54,3 +54,20 @@ def test_failed_flush_keeps_rows_for_the_next_one() -> None:
     assert by_minute[0.0][3] == 3 and by_minute[0.0][-1] == pytest.approx(0.9)
     assert by_minute[60.0][3] == 1
     assert sink.pending == 0
+
+
+def test_a_drain_of_calls_aggregates_as_the_calls_one_by_one() -> None:
+    calls = [call(float(ts), account=f"a{ts % 3}", simhash=ts % 5, cot_request=ts % 2 == 0)
+             for ts in range(0, 200, 7)]
+    scores = [(ts % 10) / 10 for ts in range(len(calls))]
+    one_by_one = ClickHouseSink(FailingClient(), "db")  # type: ignore[arg-type]
+    for c, score in zip(calls, scores, strict=True):
+        one_by_one.add_call(c, score)
+    drained = ClickHouseSink(FailingClient(), "db")  # type: ignore[arg-type]
+    drained.add_calls(calls[:10], scores[:10])
+    drained.add_calls(calls[10:], scores[10:])
+    assert drained._minutes == one_by_one._minutes
+    assert len(drained._minutes) == 12  # 3 accounts x 4 minutes
+    with pytest.raises(ValueError):  # a score for every call, or nothing is counted
+        drained.add_calls(calls, scores[:-1])
+    assert drained._minutes == one_by_one._minutes

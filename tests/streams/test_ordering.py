@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import heapq
+import math
 import random
+from collections import deque
+from collections.abc import Iterable
 
-from hypothesis import given
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.records import ApiCall
@@ -75,3 +80,231 @@ def test_output_is_the_input_in_event_time_order(items: list[tuple[int, float]],
     assert sorted(out, key=order_key) == out
     assert sorted(map(order_key, out)) == sorted(order_key(c) for cs in by_partition.values()
                                                  for c in cs)
+
+
+class HeapEventTimeMerger:
+    """Reference for the differential tests: the merger's contract as a binary heap of
+    (ts, tenant_id, account_id, arrival seq, call), popped while ts <= limit.
+
+    Over `max_buffered` it lets go up to the event time of the heap's middle slot;
+    `_overflow_limit` is a method so that `MedianOverflowHeapMerger` can swap in the
+    overflow rule `EventTimeMerger` documents.
+    """
+
+    def __init__(self, idle_s: float = 1.0, max_hold_s: float = 2.0,
+                 max_buffered: int = 200_000) -> None:
+        self.idle_s, self.max_hold_s, self.max_buffered = idle_s, max_hold_s, max_buffered
+        self._heap: list[tuple[float, str, str, int, ApiCall]] = []
+        self._seq = 0  # keeps arrival order among equal keys
+        self._progress: dict[int, float] = {}  # partition -> latest event time received
+        self._last_seen: dict[int, float] = {}  # partition -> wall clock of its last record
+        # Records not yet wholly released, oldest first: (arrival, latest event time in it).
+        self._waiting: deque[tuple[float, float]] = deque()
+        self._released_to = float("-inf")  # every buffered call at or before this is gone
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def add(self, partition: int, calls: Iterable[ApiCall], now: float) -> None:
+        heap, push = self._heap, heapq.heappush
+        latest = self._progress.get(partition, float("-inf"))
+        record_latest = float("-inf")
+        for call in calls:
+            self._seq += 1
+            push(heap, (call.ts, call.tenant_id, call.account_id, self._seq, call))
+            if call.ts > record_latest:
+                record_latest = call.ts
+        self._progress[partition] = max(latest, record_latest)
+        self._last_seen[partition] = now
+        if record_latest > float("-inf"):
+            self._waiting.append((now, record_latest))
+
+    def assign(self, partitions: Iterable[int], now: float) -> None:
+        held = set(partitions)
+        for partition in held - self._progress.keys():
+            self._progress[partition] = float("-inf")
+            self._last_seen[partition] = now
+        for partition in self._progress.keys() - held:
+            del self._progress[partition]
+            del self._last_seen[partition]
+
+    def low_watermark(self, now: float) -> float:
+        active = [ts for p, ts in self._progress.items()
+                  if now - self._last_seen[p] < self.idle_s]
+        return min(active) if active else float("inf")
+
+    def _overflow_limit(self) -> float:
+        return self._heap[len(self._heap) // 2][0]  # roughly the older half
+
+    def release(self, now: float) -> list[ApiCall]:
+        heap, waiting = self._heap, self._waiting
+        if not heap:
+            waiting.clear()
+            return []
+        limit = self.low_watermark(now)
+        while waiting and now - waiting[0][0] > self.max_hold_s:
+            limit = max(limit, waiting.popleft()[1])
+        if len(heap) > self.max_buffered:
+            limit = max(limit, self._overflow_limit())
+        out: list[ApiCall] = []
+        pop = heapq.heappop
+        while heap and heap[0][0] <= limit:
+            out.append(pop(heap)[4])
+        if out:
+            self._released_to = max(self._released_to, out[-1].ts)
+        while waiting and waiting[0][1] <= self._released_to:
+            waiting.popleft()
+        return out
+
+
+class EagerlyFoldingMerger(EventTimeMerger):
+    """Folds runs on every release: the same output, with the fold path always taken."""
+
+    _MANY_RUNS = 0
+
+
+MERGERS = pytest.mark.parametrize("merger", [EventTimeMerger, EagerlyFoldingMerger])
+
+
+class MedianOverflowHeapMerger(HeapEventTimeMerger):
+    """The reference with `EventTimeMerger`'s overflow rule: over `max_buffered`, every
+    call up to the median event time of the buffer goes."""
+
+    def _overflow_limit(self) -> float:
+        return sorted(self._heap)[len(self._heap) // 2][0]
+
+
+# Few distinct keys, so that equal (ts, tenant, account) keys, which only arrival order
+# separates, are common; 0.0 and -0.0 are equal event times.
+TIMES = st.one_of(st.sampled_from([-0.0, 0.0, 1.0, 2.0, 2.5, 3.0, 7.0]),
+                  st.integers(0, 40).map(float), st.floats(0, 40))
+KEY_PARTS = st.tuples(st.sampled_from(["t0", "t1"]), st.sampled_from(["a0", "a1", "a2"]))
+# Wall-clock steps either side of idle_s = 1 and max_hold_s = 2.
+CLOCK_STEPS = st.sampled_from([0.0, 0.01, 0.05, 0.4, 1.1, 2.1])
+
+
+@st.composite
+def records(draw: st.DrawFn) -> list[tuple[float, str, str]]:
+    """A record's (ts, tenant, account) in arrival order: sorted, nearly sorted or not.
+    Small and large ones, so that calls held back and calls just arrived vary in number
+    relative to each other."""
+    size = draw(st.sampled_from([3, 12, 40]))
+    keys = [(ts, tenant, account)
+            for ts, (tenant, account) in draw(st.lists(st.tuples(TIMES, KEY_PARTS),
+                                                       max_size=size))]
+    order = draw(st.sampled_from(["sorted", "one swap", "arbitrary"]))
+    if order != "arbitrary":
+        keys.sort(key=lambda k: k[0])
+        if order == "one swap" and len(keys) > 1:
+            i = draw(st.integers(0, len(keys) - 2))
+            keys[i], keys[i + 1] = keys[i + 1], keys[i]
+    return keys
+
+
+STEP = st.one_of(
+    st.tuples(st.just("add"), st.integers(0, 4), records()),
+    st.tuples(st.just("add"), st.integers(0, 4), records()),
+    st.tuples(st.just("assign"), st.frozensets(st.integers(0, 4), max_size=5)),
+    st.tuples(st.just("release")),
+    st.tuples(st.just("release")),
+    st.tuples(st.just("release everything")),
+)
+
+
+Steps = list[tuple[tuple[object, ...], float]]
+
+
+def replay(merger: EventTimeMerger | HeapEventTimeMerger, steps: Steps,
+           drift: float = 0.0) -> list[object]:
+    """Drive `merger` through `steps` (each with the wall-clock seconds to advance first)
+    and return what a caller can observe after each step: the event ids each release
+    gives, `len`, `low_watermark`, and the internals `_released_to` and `_waiting`.
+
+    With `drift`, the event times of the n-th step's record are moved `n * drift` later,
+    so that a partition which delivers nothing for a while falls behind the others."""
+    seen: list[object] = []
+    now = 0.0
+    for n, (step, tick) in enumerate(steps):
+        now += tick
+        what = step[0]
+        if what == "add":
+            _, partition, keys = step
+            merger.add(partition, [ApiCall(f"e{n}.{i}", ts + n * drift if drift else ts,
+                                           tenant, account, "m", 200, 1, 1)
+                                   for i, (ts, tenant, account) in enumerate(keys)], now)
+        elif what == "assign":
+            merger.assign(step[1], now)
+        else:
+            out = merger.release(math.inf if what == "release everything" else now)
+            seen.append([c.event_id for c in out])
+        seen.append((len(merger), merger.low_watermark(now), merger._released_to,
+                     list(merger._waiting)))
+    seen.append([c.event_id for c in merger.release(math.inf)])
+    seen.append(len(merger))
+    return seen
+
+
+DRIFTS = st.sampled_from([0.0, 0.5, 3.0])
+
+
+@MERGERS
+@settings(max_examples=150)
+@given(st.lists(st.tuples(STEP, CLOCK_STEPS), min_size=20, max_size=80), DRIFTS)
+def test_releases_what_the_heap_reference_releases(merger: type[EventTimeMerger],
+                                                   steps: Steps, drift: float) -> None:
+    # max_buffered well above anything drawn: the overflow rule is tested below.
+    assert (replay(merger(idle_s=1, max_hold_s=2), steps, drift)
+            == replay(HeapEventTimeMerger(idle_s=1, max_hold_s=2), steps, drift))
+
+
+@MERGERS
+@settings(max_examples=100)
+@given(st.lists(st.tuples(STEP, CLOCK_STEPS), min_size=20, max_size=80), DRIFTS,
+       st.integers(0, 40))
+def test_over_max_buffered_everything_up_to_the_median_event_time_goes(
+        merger: type[EventTimeMerger], steps: Steps, drift: float, max_buffered: int) -> None:
+    assert (replay(merger(1, 2, max_buffered), steps, drift)
+            == replay(MedianOverflowHeapMerger(1, 2, max_buffered), steps, drift))
+
+
+def random_steps(rng: random.Random, lagging: bool) -> Steps:
+    """Steps at the pipeline's scale: records of up to 300 calls from 4 partitions, each
+    mostly in event-time order, millisecond times (so equal keys), a release after every
+    few records, and now and then a reassignment, a stall or a partition far behind."""
+    position = [rng.uniform(0, 5) for _ in range(4)]  # partitions drift apart
+    if lagging:
+        position[0] -= 60
+    steps: Steps = []
+    for _ in range(rng.randint(20, 120)):
+        partition = rng.randrange(4)
+        size = rng.choice([0, 1, 50, 300])
+        times = [round(position[partition] + rng.uniform(0, 0.5), 3) for _ in range(size)]
+        times.sort()
+        for _ in range(size // 20):  # a few calls out of order
+            i, j = rng.randrange(size), rng.randrange(size)
+            times[i], times[j] = times[j], times[i]
+        position[partition] += 0.5
+        keys = [(ts, f"t{rng.randrange(2)}", f"a{rng.randrange(3)}") for ts in times]
+        steps.append((("add", partition, keys), rng.choice([0.0, 0.0125])))
+        roll = rng.random()
+        if roll < 0.3:
+            steps.append((("release",), rng.choice([0.0, 0.0125, 0.05])))
+        elif roll < 0.33:
+            steps.append((("release",), rng.choice([1.1, 2.1])))  # a stall
+        elif roll < 0.35:
+            held = frozenset(p for p in range(4) if rng.random() < 0.8)
+            steps.append((("assign", held), 0.0))
+    return steps
+
+
+@MERGERS
+@pytest.mark.parametrize("lagging", [False, True])
+@pytest.mark.parametrize("max_buffered", [200_000, 2_000])
+def test_releases_what_the_reference_releases_at_scale(merger: type[EventTimeMerger],
+                                                       lagging: bool,
+                                                       max_buffered: int) -> None:
+    rng = random.Random(20240611)
+    for _ in range(40):
+        steps = random_steps(rng, lagging)
+        assert (replay(merger(1, 2, max_buffered), steps)
+                == replay(MedianOverflowHeapMerger(1, 2, max_buffered), steps))

@@ -95,6 +95,7 @@ EXPIRE_EVERY_S = 600.0  # event-time seconds between sweeps of idle linking stat
 EVICT_EVERY_S = 300.0  # event-time seconds between sweeps of idle accounts out of memory
 SWEEP_EVERY_S = 60.0  # ... and wall-clock seconds, for when event time stands still
 CHECKPOINT_CHUNK = 10_000  # account snapshots pickled, sent and stored together
+RELEASE_CHECKPOINTS = 5  # checkpoints a worker tries for partitions it lets go
 DIRTY_MAX = 100_000  # accounts changed since their snapshot before detect waits for the store
 SHARED_EVERY_S = 60.0  # wall-clock seconds between snapshots of the engine's shared models
 ACCOUNT_IDLE_S = 7 * 86400.0  # an account silent this long is forgotten by the link observer
@@ -707,9 +708,19 @@ class Pipeline:
 
     async def _release(self, partitions: set[int]) -> None:
         assert self.store is not None
-        await self._drain(everything=True)
-        await self._checkpoint(shared=True, evict=False)
         count = self.settings.topic_partitions
+        await self._drain(everything=True)
+        for _ in range(RELEASE_CHECKPOINTS):
+            await self._checkpoint(shared=True, evict=False)
+            # A drain may have changed accounts of these partitions while the snapshots
+            # were written: they go too, before the state leaves (nothing awaits between
+            # this check and the forgetting below).
+            if not any(partition_for(account, count) in partitions
+                       for _, account in self._dirty):
+                break
+        else:
+            log.warning("partitions %s let go with accounts changed since their last snapshot",
+                        sorted(partitions))
         for key in self.engine.accounts():
             if partition_for(key[1], count) in partitions:
                 self._forget(key)

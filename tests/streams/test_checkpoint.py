@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from models.records import ApiCall
 from streams import pipeline as pipeline_module
 from streams.pipeline import Pipeline
 from streams.settings import Settings
-from streams.statestore import split_account_key
+from streams.statestore import SHARED_KEY, split_account_key
 
 
 class MemoryStore:
@@ -40,6 +41,9 @@ class MemoryStore:
 
     def memory(self) -> dict[str, int]:
         return {}
+
+    def close_partitions(self, partitions: object) -> None:
+        pass
 
 
 @pytest.fixture
@@ -140,3 +144,38 @@ def test_detect_waits_for_the_store_when_too_many_accounts_wait(
     asyncio.run(run())
     assert worker._dirty == set()
     assert len(worker.store.snapshots) == 11  # type: ignore[union-attr]
+
+
+def test_accounts_changed_while_their_partition_is_let_go_are_stored(
+    worker: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker.alert_sent.set()  # type: ignore[attr-defined]
+    worker._held = set(range(worker.settings.topic_partitions))
+    store = worker.store
+    assert isinstance(store, MemoryStore)
+    writing = threading.Event()  # the release's checkpoint is writing
+    go_on = threading.Event()
+    send = store.send
+
+    def slow_send(records: list[tuple[int, bytes, bytes]]) -> dict[int, int]:
+        writing.set()
+        go_on.wait(10)
+        return send(records)
+
+    monkeypatch.setattr(store, "send", slow_send)
+
+    async def run() -> None:
+        worker.merger.add(0, calls(5), now=0.0)
+        release = asyncio.ensure_future(worker._release(set(worker._held)))
+        while not writing.is_set():
+            await asyncio.sleep(0.01)
+        # More calls are drained while the snapshots are on their way.
+        worker.merger.add(0, calls(10)[5:], now=0.0)
+        await worker._drain(everything=True)
+        go_on.set()
+        await release
+
+    asyncio.run(run())
+    assert worker.engine.accounts() == []  # every partition let go
+    stored = {split_account_key(key)[1] for key in store.snapshots if key != SHARED_KEY}
+    assert stored == {f"key_{i}" for i in range(10)}

@@ -21,6 +21,10 @@ Per-account state is one `array("I")` of 30 unsigned 32-bit words, 200 bytes: a 
 the template bands of the last two calls, and the registry of reported keys as a
 544-bit Bloom filter (two bits per key). A false positive (about 1% with 30 keys) only
 delays a key's report to the next refresh.
+
+Two bounded memos are shared by the observers of a process, functions of a call's fields
+that hold no account state: the Bloom bits of recent identities (at most about 5 MB)
+and the band-pair plans of recent prompt templates (at most about 70 MB).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from models.linking.keys import (
     bucket,
     netua_key,
     onset_key,
+    template_bands,
     template_key,
 )
 from models.records import ApiCall
@@ -86,6 +91,18 @@ _ONSET_ID = 0x5EED_0001
 _SIGNUP_SALT = 0x9E37_79B9
 _GOLDEN = 0x9E37_79B1
 
+# A key id's two Bloom bits, as (word index in the state array, mask) twice.
+_BloomBits = tuple[int, int, int, int]
+
+
+def _bloom_bits(ident: int) -> _BloomBits:
+    low = ident % _BLOOM_BITS
+    high = (ident >> 11) % _BLOOM_BITS
+    return _BLOOM + (low >> 5), 1 << (low & 31), _BLOOM + (high >> 5), 1 << (high & 31)
+
+
+_EMPTY_BLOOM = array("I", [0]) * _BLOOM_WORDS
+
 
 def _crc(seed: int, text: str) -> int:
     return zlib.crc32(text.encode(), seed)
@@ -101,39 +118,86 @@ def _seen(state: array[int], ident: int) -> bool:
     )
 
 
-# (bands, ring values, per band pair: first, second, key id, and the key id's two Bloom
-# bits as (word, mask)) of recent SimHashes: a template repeats across an account's calls,
-# and computing this was most of the observer's time per call.
-_TemplatePlan = tuple[list[int], "array[int]", tuple[tuple[int, int, int, int, int, int, int], ...]]
-_PLANS: dict[int, _TemplatePlan] = {}
-_PLANS_MAX = 65_536
-
-
-def _template_plan(simhash: int) -> _TemplatePlan:
-    plan = _PLANS.get(simhash)
-    if plan is not None:
-        return plan
-    bands = [(simhash >> (BAND_BITS * band)) & BAND_MASK for band in range(TEMPLATE_BANDS)]
-    tagged = array("I", [(band << BAND_BITS | bits) + 1 for band, bits in enumerate(bands)])
-    pairs = []
-    for first, second in BAND_PAIRS:
-        ident = ((bands[first] << 16) | bands[second]) * _GOLDEN + first * 4 + second
-        ident &= 0xFFFF_FFFF
-        low = ident % _BLOOM_BITS
-        high = (ident >> 11) % _BLOOM_BITS
-        pairs.append((first, second, ident, _BLOOM + (low >> 5), 1 << (low & 31),
-                      _BLOOM + (high >> 5), 1 << (high & 31)))
-    if len(_PLANS) >= _PLANS_MAX:
-        _PLANS.clear()
-    plan = _PLANS[simhash] = (bands, tagged, tuple(pairs))
-    return plan
-
-
 def _remember(state: array[int], ident: int) -> None:
     low = ident % _BLOOM_BITS
     high = (ident >> 11) % _BLOOM_BITS
     state[_BLOOM + (low >> 5)] |= 1 << (low & 31)
     state[_BLOOM + (high >> 5)] |= 1 << (high & 31)
+
+
+# Of recent identities: the Bloom bits of the identity id, the crc32 of
+# `f"{payment}|{tls}|{ip}|{asn}|{user_agent}|{created_at}"` (persisted states hold these
+# bits). An account shows the same identity call after call, and building that text (a
+# float's repr above all) costs more than looking the fields up. Equal keys must give
+# equal text, which equal numbers do not (1 == 1.0 == True, 0.0 == -0.0): the key holds
+# the classes of the two numeric fields, and an identity with a zero ASN or creation time
+# is not memoised. Cleared when full: at most 16,384 entries of about 300 bytes with the
+# strings they keep alive (5 MB).
+_IdentityKey = tuple[
+    str | None, str | None, str | None, int | None, str | None, float | None, type, type
+]
+_IDENTITIES: dict[_IdentityKey, _BloomBits] = {}
+_IDENTITIES_MAX = 16_384
+
+
+def _identity_bits(key: _IdentityKey) -> _BloomBits:
+    payment, tls, ip, asn, user_agent, created_at = key[:6]
+    bits = _bloom_bits(_crc(4, f"{payment}|{tls}|{ip}|{asn}|{user_agent}|{created_at}"))
+    if created_at != 0 and asn != 0:
+        if len(_IDENTITIES) >= _IDENTITIES_MAX:
+            _IDENTITIES.clear()
+        _IDENTITIES[key] = bits
+    return bits
+
+
+# The ring's two slots (the last two calls) hold band values in band order, and a band
+# value carries its band in its high bits (`(band << BAND_BITS | bits) + 1`), so band `b`
+# of a call can only equal the ring words `_RING + b` and `_RING + TEMPLATE_BANDS + b`:
+# `observe` compares those pairs of words instead of searching the ring, and spells them
+# out for four bands and the ring at words 5 to 12.
+if TEMPLATE_BANDS != 4 or BAND_BITS != 16 or _RING != 5:  # pragma: no cover
+    raise ImportError("LinkObserver.observe expects four 16-bit template bands at word 5")
+
+# Per bit mask of the bands the previous two calls also had: the indexes (into
+# `BAND_PAIRS`, in key order) of the pairs whose two bands both repeated.
+_REPEATED_PAIRS: tuple[tuple[int, ...], ...] = tuple(
+    tuple(
+        index
+        for index, (first, second) in enumerate(BAND_PAIRS)
+        if mask >> first & 1 and mask >> second & 1
+    )
+    for mask in range(1 << TEMPLATE_BANDS)
+)
+_ALL_PAIRS = _REPEATED_PAIRS[-1]
+
+# Of recent SimHashes whose band pairs were needed: the four ring values, and per band
+# pair its bands and the Bloom bits of its key id (first, second, then as `_BloomBits`).
+# A template repeats across an account's calls, and computing this was most of the
+# observer's time per call. A prompt whose pairs are not candidates (a one-off prompt,
+# most calls) gets no plan: its ring values are cheaper to compute than to look up, and
+# it would evict templates.
+_Pair = tuple[int, int, int, int, int, int]
+_TemplatePlan = tuple[int, int, int, int, tuple[_Pair, ...]]
+_PLANS: dict[int, _TemplatePlan] = {}
+_PLANS_MAX = 65_536
+
+
+def _template_plan(simhash: int) -> _TemplatePlan:
+    bands = [(simhash >> (BAND_BITS * band)) & BAND_MASK for band in range(TEMPLATE_BANDS)]
+    pairs = []
+    for first, second in BAND_PAIRS:
+        ident = ((bands[first] << 16) | bands[second]) * _GOLDEN + first * 4 + second
+        pairs.append((first, second, *_bloom_bits(ident & 0xFFFF_FFFF)))
+    if len(_PLANS) >= _PLANS_MAX:
+        _PLANS.clear()
+    plan = _PLANS[simhash] = (
+        bands[0] + 1,
+        (1 << BAND_BITS | bands[1]) + 1,
+        (2 << BAND_BITS | bands[2]) + 1,
+        (3 << BAND_BITS | bands[3]) + 1,
+        tuple(pairs),
+    )
+    return plan
 
 
 class LinkObserver:
@@ -219,79 +283,133 @@ class LinkObserver:
 
     def observe(self, call: ApiCall, suspicion: float) -> list[LinkObservation]:
         """The observations `call` causes, given the account's `suspicion` in [0, 1]."""
+        # Most calls report nothing: for an identity and a template seen since the last
+        # refresh this path builds no text, no observation and no Python frame. What is
+        # new is collected as (kind, key) and turned into observations at the end.
+        whole = int(call.ts)
+        quantised = round(suspicion * 1000)
+        if quantised < 0:
+            quantised = 0
+        elif quantised > 1000:
+            quantised = 1000
+        accounts = self._accounts
         account_id = call.account_id
-        ts = call.ts
-        whole = int(ts)
-        quantised = min(1000, max(0, round(suspicion * 1000)))
-        state = self._accounts.get(account_id)
+        state = accounts.get(account_id)
         if state is None:
             state = self._blank[:]
             state[_FIRST_SEEN] = whole
             state[_REFRESHED] = whole
             state[_SUSPICION] = quantised
-            self._accounts[account_id] = state
+            accounts[account_id] = state
         elif (
             whole - state[_REFRESHED] >= self.refresh_s
             or abs(quantised - state[_SUSPICION]) >= self._step_q
         ):
-            state[_BLOOM:_SLOTS] = self._blank[_BLOOM:_SLOTS]
+            state[_BLOOM:_SLOTS] = _EMPTY_BLOOM
             state[_REFRESHED] = whole
             state[_SUSPICION] = quantised
             state[_CALLS] = 0
         calls = state[_CALLS]
         if calls < 0xFFFF:
             state[_CALLS] = calls + 1
-        reported = quantised / 1000.0
-        first_seen = float(state[_FIRST_SEEN])
-        tenant_id = call.tenant_id
-        out: list[LinkObservation] = []
-
-        def report(ident: int, kind: str, key: str) -> None:
-            _remember(state, ident)
-            out.append(LinkObservation(kind, key, tenant_id, account_id, ts, reported, first_seen))
+        found: list[tuple[str, str]] | None = None
 
         # One id for everything but the prompt: when the account shows the same identity
         # as in a call since the last refresh, none of these keys can be new.
+        asn, created_at = call.asn, call.created_at
+        identity_key = (
+            call.payment_fingerprint, call.tls_fingerprint, call.ip, asn, call.user_agent,
+            created_at, asn.__class__, created_at.__class__,
+        )
+        identity = _IDENTITIES.get(identity_key)
+        if identity is None:
+            identity = _identity_bits(identity_key)
+        low_word, low_bit, high_word, high_bit = identity
+        if not (state[low_word] & low_bit and state[high_word] & high_bit):  # _seen
+            state[low_word] |= low_bit  # _remember
+            state[high_word] |= high_bit
+            found = self._new_identity_keys(state, call)
+
+        simhash = call.simhash
+        if simhash is not None:
+            plan = _PLANS.get(simhash)
+            if plan is None:
+                value0 = (simhash & BAND_MASK) + 1
+                value1 = (1 << BAND_BITS | simhash >> BAND_BITS & BAND_MASK) + 1
+                value2 = (2 << BAND_BITS | simhash >> 2 * BAND_BITS & BAND_MASK) + 1
+                value3 = (3 << BAND_BITS | simhash >> 3 * BAND_BITS & BAND_MASK) + 1
+            else:
+                value0, value1, value2, value3, pairs = plan
+            if calls < self.template_calls:
+                candidates = _ALL_PAIRS
+            else:  # only pairs of bands the previous two calls also had (ring words 5..12)
+                candidates = _REPEATED_PAIRS[
+                    (value0 == state[5] or value0 == state[9])
+                    | (value1 == state[6] or value1 == state[10]) << 1
+                    | (value2 == state[7] or value2 == state[11]) << 2
+                    | (value3 == state[8] or value3 == state[12]) << 3
+                ]
+            if candidates:
+                if plan is None:
+                    pairs = _template_plan(simhash)[4]
+                bands: list[int] | None = None
+                for index in candidates:
+                    first, second, low_word, low_bit, high_word, high_bit = pairs[index]
+                    if not (state[low_word] & low_bit and state[high_word] & high_bit):  # _seen
+                        state[low_word] |= low_bit  # _remember
+                        state[high_word] |= high_bit
+                        if bands is None:
+                            bands = template_bands(simhash)
+                        if found is None:
+                            found = []
+                        found.append(("template", template_key(first, second, bands)))
+            ring = _RING + state[_RING_NEXT]
+            state[ring] = value0
+            state[ring + 1] = value1
+            state[ring + 2] = value2
+            state[ring + 3] = value3
+            state[_RING_NEXT] = (ring - _RING + TEMPLATE_BANDS) % _RING_SLOTS
+
+        if not found:
+            return []
+        tenant_id, ts = call.tenant_id, call.ts
+        reported = quantised / 1000.0
+        first_seen = float(state[_FIRST_SEEN])
+        return [
+            LinkObservation(kind, key, tenant_id, account_id, ts, reported, first_seen)
+            for kind, key in found
+        ]
+
+    def _new_identity_keys(self, state: array[int], call: ApiCall) -> list[tuple[str, str]]:
+        """The onset key and the keys of `call`'s identity that are not in the account's
+        registry, in report order, each remembered as it is found."""
+        found: list[tuple[str, str]] = []
+        if not _seen(state, _ONSET_ID):
+            _remember(state, _ONSET_ID)
+            found.append(onset_key(float(state[_FIRST_SEEN]), self.onset_bucket_s))
         payment, tls = call.payment_fingerprint, call.tls_fingerprint
         ip, asn, user_agent = call.ip, call.asn, call.user_agent
         created_at = call.created_at
-        identity = _crc(4, f"{payment}|{tls}|{ip}|{asn}|{user_agent}|{created_at}")
-        if not _seen(state, identity):
-            _remember(state, identity)
-            if not _seen(state, _ONSET_ID):
-                kind, key = onset_key(first_seen, self.onset_bucket_s)
-                report(_ONSET_ID, kind, key)
-            if payment:
-                ident = _crc(1, payment)
-                if not _seen(state, ident):
-                    report(ident, "payment", payment)
-            if tls:
-                ident = _crc(2, tls)
-                if not _seen(state, ident):
-                    report(ident, "tls", tls)
-            if ip and asn is not None and user_agent:
-                key = netua_key(ip, asn, user_agent)
-                ident = _crc(3, key)
-                if not _seen(state, ident):
-                    report(ident, "netua", key)
-            if created_at is not None:
-                signup = bucket(created_at, self.signup_bucket_s)
-                ident = (signup * _GOLDEN + _SIGNUP_SALT) & 0xFFFF_FFFF
-                if not _seen(state, ident):
-                    report(ident, "signup", str(signup))
-        simhash = call.simhash
-        if simhash is not None:
-            bands, tagged, pairs = _template_plan(simhash)
-            if calls < self.template_calls:
-                candidates = pairs
-            else:  # only pairs of bands the previous two calls also had
-                ring = state[_RING:_BLOOM]
-                repeated = [value in ring for value in tagged]
-                candidates = tuple(p for p in pairs if repeated[p[0]] and repeated[p[1]])
-            for first, second, ident, low_word, low_bit, high_word, high_bit in candidates:
-                if not (state[low_word] & low_bit and state[high_word] & high_bit):  # _seen
-                    report(ident, "template", template_key(first, second, bands))
-            slot = state[_RING_NEXT]
-            state[_RING + slot : _RING + slot + TEMPLATE_BANDS] = tagged
-            state[_RING_NEXT] = (slot + TEMPLATE_BANDS) % _RING_SLOTS
-        return out
+        if payment:
+            ident = _crc(1, payment)
+            if not _seen(state, ident):
+                _remember(state, ident)
+                found.append(("payment", payment))
+        if tls:
+            ident = _crc(2, tls)
+            if not _seen(state, ident):
+                _remember(state, ident)
+                found.append(("tls", tls))
+        if ip and asn is not None and user_agent:
+            key = netua_key(ip, asn, user_agent)
+            ident = _crc(3, key)
+            if not _seen(state, ident):
+                _remember(state, ident)
+                found.append(("netua", key))
+        if created_at is not None:
+            signup = bucket(created_at, self.signup_bucket_s)
+            ident = (signup * _GOLDEN + _SIGNUP_SALT) & 0xFFFF_FFFF
+            if not _seen(state, ident):
+                _remember(state, ident)
+                found.append(("signup", str(signup)))
+        return found

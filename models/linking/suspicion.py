@@ -87,20 +87,29 @@ class ExtractionShareSuspicion:
 
     def update(self, call: ApiCall) -> float:
         """Count `call` into its account and return the account's suspicion after it."""
+        # Once per call on the worker's hot path: the counts are read into locals and
+        # written back once; the arithmetic is the same, so the state is bit for bit what
+        # updating the array in place gives.
+        ts = call.ts
         state = self._accounts.get(call.account_id)
         if state is None:
-            state = array("d", (0.0, 0.0, call.ts))
+            state = array("d", (0.0, 0.0, ts))
             self._accounts[call.account_id] = state
-        elif call.ts > state[2]:
-            keep = math.exp(-self._decay_per_s * (call.ts - state[2]))
-            state[0] *= keep
-            state[1] *= keep
-            state[2] = call.ts
+            shaped = calls = 0.0
+        else:
+            shaped, calls, last = state
+            if ts > last:
+                keep = math.exp(-self._decay_per_s * (ts - last))
+                shaped *= keep
+                calls *= keep
+                state[2] = ts
         if is_extraction_shaped(call):
-            state[0] += 1.0
-        state[1] += 1.0
+            shaped += 1.0
+        calls += 1.0
+        state[0] = shaped
+        state[1] = calls
         weight = self.prior_weight
-        return (state[0] + self.prior * weight) / (state[1] + weight)
+        return (shaped + self.prior * weight) / (calls + weight)
 
 
 class LinkingSuspicion:

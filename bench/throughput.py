@@ -116,6 +116,7 @@ class Result:
     max_ms: float | None = None
     per_worker: list[dict[str, Any]] = field(default_factory=list)
     memory_idle: list[dict[str, Any]] = field(default_factory=list)  # /memory/ when idle
+    rss_by_decile: list[int] = field(default_factory=list)  # RSS at 10 %, 20 %, ... detected
     overlap_accounts: int | None = None
     accounts_evicted: int = 0  # idle accounts whose state left memory for the store
     state_written: int = 0  # account snapshots written to the store and changelog
@@ -231,6 +232,9 @@ def _wait_for(workers: list[Worker], target: int, result: Result | None = None,
             if on_first:
                 on_first()
         n = h["events_detected"]
+        deciles = result.rss_by_decile if result is not None else []
+        while result is not None and len(deciles) < 10 and n >= (len(deciles) + 1) * target / 10:
+            deciles.append(sum(memory(w.pid)[0] for w in workers))
         if "p10" not in marks and n >= 0.1 * target:
             marks["p10"] = now
         if "p90" not in marks and n >= 0.9 * target:
@@ -500,7 +504,9 @@ def notes(results: list[Result]) -> list[str]:
                        f"evicted to the store ({r.state_written:,} snapshots written); RSS "
                        f"{_mib(r.rss_end)} MiB, grown {_mib(grown)} MiB since start: "
                        f"{grown / held:,.0f} B per account in memory, "
-                       f"{grown / r.distinct_accounts:,.0f} B per account seen")
+                       f"{grown / r.distinct_accounts:,.0f} B per account seen; RSS at 10 %,"
+                       " 20 %, ... of the events: "
+                       + " ".join(_mib(b) for b in r.rss_by_decile) + " MiB")
     for r in results:
         if r.workers > 1 and not r.error:
             split = ", ".join(f"w{i}: {w['events_detected']:,} events, {w['accounts_tracked']:,}"

@@ -186,20 +186,21 @@ class ClickHouseSink:
         written = 0
         try:
             if minutes:
-                rows = [
-                    [
-                        datetime.fromtimestamp(m, UTC), t, a, g.requests, g.input_tokens,
-                        g.output_tokens, g.cot_requests, g.logprob_requests, g.errors,
-                        g.refusals, g.max_jailbreak_score, sorted(g.prompt_templates),
-                        g.max_score,
-                    ]
-                    for (m, t, a), g in minutes.items()
+                # Column by column, as the native format is: no rows to build and take
+                # apart again; minutes as epoch seconds, which a DateTime column takes.
+                keys, aggs = list(minutes), list(minutes.values())
+                columns = [
+                    [m for m, _, _ in keys], [t for _, t, _ in keys], [a for _, _, a in keys],
+                    [g.requests for g in aggs], [g.input_tokens for g in aggs],
+                    [g.output_tokens for g in aggs], [g.cot_requests for g in aggs],
+                    [g.logprob_requests for g in aggs], [g.errors for g in aggs],
+                    [g.refusals for g in aggs], [g.max_jailbreak_score for g in aggs],
+                    [sorted(g.prompt_templates) for g in aggs], [g.max_score for g in aggs],
                 ]
-                self.client.insert(
-                    f"{self.database}.account_minute_in", rows, column_names=MINUTE_COLUMNS
-                )
-                self.rows_written["account_minute"] += len(rows)
-                written += len(rows)
+                self.client.insert(f"{self.database}.account_minute_in", columns,
+                                   column_names=MINUTE_COLUMNS, column_oriented=True)
+                self.rows_written["account_minute"] += len(keys)
+                written += len(keys)
                 minutes = {}
             for table, columns, rows in (
                 ("alerts", ALERT_COLUMNS, alerts),

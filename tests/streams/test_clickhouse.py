@@ -56,9 +56,9 @@ def test_partial_minutes_add_up_and_alerts_fold(client: Any) -> None:
     sink.add_alert(alert)  # re-delivered: the table folds it by alert_id
     sink.flush()
     cols, rows = query_rows(
-        client, "SELECT requests, cot_requests, distinct_prompt_templates, max_score "
-                "FROM dw.account_minute")
-    assert rows == [[30, 15, 4, pytest.approx(0.29, abs=1e-6)]]
+        client, "SELECT toUnixTimestamp(minute), requests, cot_requests, "
+                "distinct_prompt_templates, max_score FROM dw.account_minute")
+    assert rows == [[int(t0), 30, 15, 4, pytest.approx(0.29, abs=1e-6)]]
     _, alerts = query_rows(client, "SELECT alert_id, signals FROM dw.alerts FINAL")
     assert alerts == [["x1", ["cot_request_rate"]]]
 

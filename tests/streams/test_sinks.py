@@ -30,10 +30,12 @@ class FailingClient:
         self.fail = True
         self.inserted: list[tuple[str, list[list[Any]]]] = []
 
-    def insert(self, table: str, rows: list[list[Any]], column_names: list[str]) -> None:
+    def insert(self, table: str, data: list[list[Any]], column_names: list[str],
+               column_oriented: bool = False) -> None:
         if self.fail:
             raise ConnectionError("ClickHouse went away")
-        self.inserted.append((table, rows))
+        self.inserted.append((table, [list(row) for row in zip(*data, strict=True)]
+                              if column_oriented else data))
 
 
 def test_failed_flush_keeps_rows_for_the_next_one() -> None:
@@ -50,9 +52,9 @@ def test_failed_flush_keeps_rows_for_the_next_one() -> None:
     assert sink.flush() == 2
     (table, rows), = client.inserted
     assert table == "db.account_minute_in"
-    by_minute = {row[0].timestamp(): row for row in rows}
-    assert by_minute[0.0][3] == 3 and by_minute[0.0][-1] == pytest.approx(0.9)
-    assert by_minute[60.0][3] == 1
+    by_minute = {row[0]: row for row in rows}
+    assert by_minute[0][3] == 3 and by_minute[0][-1] == pytest.approx(0.9)
+    assert by_minute[60][3] == 1
     assert sink.pending == 0
 
 

@@ -6,9 +6,13 @@ the same rejections (kind, reason, raw bytes, batch index).
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,9 +20,18 @@ from hypothesis import strategies as st
 import streams.fast_decode
 from models.records import ApiCall
 from schemas.decode import MAX_BATCH_EVENTS, MAX_EVENT_BYTES, Rejection, decode_api_calls
-from streams.fast_decode import decode_calls
+from schemas.fields import parse_rfc3339
+from streams.fast_decode import (
+    _created_at_seconds,
+    _read_closed_event,
+    _read_open_event,
+    _seconds,
+    _to_call,
+    _ts_seconds,
+    decode_calls,
+)
 from tests.schemas.documents import CONTRACT_EVENT, MINIMAL_EVENT, Doc, encode, set_path
-from tests.schemas.strategies import invalid_elements, valid_events
+from tests.schemas.strategies import invalid_elements, rfc3339_instants, valid_events
 
 
 def by_pydantic(value: bytes | None) -> tuple[list[ApiCall], list[Rejection]]:
@@ -66,7 +79,10 @@ TRICKY_FRAGMENTS = [
     b"1" * 4300, b"1" * 4301, b"0." + b"0" * 1200 + b"1",
     b"0.30000000000000001665", b"2.4703282292062328e-324", b"9007199254740993",
     b'"a3f09c1d22e4b7f0"', b'"A3F09C1D22E4B7F0"', b'"a3f09c1d22e4b7f0\\n"', b'"a3f09c1d22e4b7f"',
-    b'"SG"', b'"SG\\n"', b'"sg"', b'"\\uff33G"',
+    # Strings int(_, 16) reads but the simhash pattern refuses.
+    b'"0x3f09c1d22e4b7f"', b'"a3f0_9c1d22e4b7f"', b'" a3f09c1d22e4b7f"', b'"+a3f09c1d22e4b7f"',
+    b'"a3f09c1d22e4b7f\\n"', b'"' + b"\\u0661" * 16 + b'"', b'"a3f09c1d22e4b7fg"',
+    b'"SG"', b'"SG\\n"', b'"sg"', b'"Sg"', b'"S1"', b'"SGP"', b'"\\uff33G"',
     b'"\\ud83d\\ude00"', b'"\\ud800"', b'"\\udc00x"', b'"\\u0000"', b'"\xf0\x9f\x98\x80"',
     b'"\xff"', b'"\xed\xa0\x80"', b'"\xc3\xa9"', b'"a\\tb"', b'"a\tb"',
     b"[" * 150 + b"]" * 150, b"[" * 198 + b"]" * 198, b"[" * 199 + b"]" * 199,
@@ -75,10 +91,12 @@ TRICKY_FRAGMENTS = [
     b'"' + b"x" * 128 + b'"', b'"' + b"x" * 129 + b'"',
 ]
 
-timestamps = st.from_regex(
+# Strings shaped like timestamps, RFC 3339 or nearly (\d also draws non-ASCII digits).
+timestamp_texts = st.from_regex(
     r"\A\d{4}-[01]\d-[0-3]\d[Tt _][0-2]\d:[0-6]\d(:[0-6]\d(\.\d{0,12})?)?"
     r"([Zz]|[+-][0-2]\d(:?[0-5]\d)?)?\Z"
-).map(lambda text: json.dumps(text).encode())
+)
+timestamps = timestamp_texts.map(lambda text: json.dumps(text).encode())
 fragments = (
     st.sampled_from(TRICKY_FRAGMENTS)
     | timestamps
@@ -279,6 +297,9 @@ def test_nanoseconds_are_truncated_to_the_microsecond() -> None:
     ("prompt.jailbreak_score", b"1e400"), ("request.temperature", b"NaN"),
     ("request.temperature", b"-0.1"), ("prompt.jailbreak_score", b"1.0000000000000002"),
     ("prompt.simhash", b'"a3f09c1d22e4b7f0\\n"'), ("client.country", b'"SG\\n"'),
+    ("prompt.simhash", b'"0x3f09c1d22e4b7f"'), ("prompt.simhash", b'"a3f0_9c1d22e4b7f"'),
+    ("prompt.simhash", b'" a3f09c1d22e4b7f"'), ("prompt.simhash", b'"' + b"\\u0661" * 16 + b'"'),
+    ("prompt.simhash", b'""'), ("client.country", b'"Sg"'), ("client.country", b'""'),
     ("client.country", b'"\\uff33G"'), ("event_id", b'"' + b"x" * 129 + b'"'),
     ("event_id", b'"' + "\U0001F600".encode() * 129 + b'"'), ("event_id", b'"\\ud800"'),
     ("response.output_tokens", b"1" * 4301),
@@ -286,6 +307,21 @@ def test_nanoseconds_are_truncated_to_the_microsecond() -> None:
 def test_values_pydantic_refuses_are_refused_with_its_reason(path: str, fragment: bytes) -> None:
     calls, (rejection,) = assert_same(_event(path, fragment))
     assert calls == [] and rejection.kind in ("invalid", "not_json")
+
+
+@pytest.mark.parametrize(("path", "fragment"), [
+    ("prompt.simhash", b'"0x3f09c1d22e4b7f"'), ("prompt.simhash", b'"a3f09c1d22e4b7f\\n"'),
+    ("client.country", b'"Sg"'), ("ts", b'"2026-11-26T18:00:60Z"'),
+    ("account.created_at", b'"2026-02-29T00:00:00Z"'),
+])
+def test_a_batch_with_one_event_refused_after_reading_keeps_the_others(
+    path: str, fragment: bytes,
+) -> None:
+    # msgspec reads the whole batch; _to_call refuses the middle event.
+    good = encode(CONTRACT_EVENT)
+    calls, (rejection,) = assert_same(
+        b"[" + good + b"," + _event(path, fragment, CONTRACT_EVENT) + b"," + good + b"]")
+    assert len(calls) == 2 and rejection.batch_index == 1
 
 
 @pytest.mark.parametrize(("path", "fragment", "field", "expected"), [
@@ -357,3 +393,207 @@ def test_rejected_elements_keep_their_index_and_compact_json() -> None:
     assert len(calls) == 1
     assert [(r.batch_index, r.raw) for r in rejections] == [
         (0, b'{"schema_version":1,"event_id":"a"}'), (2, b"7")]
+
+
+# The parts of the fast path, against the functions they stand in for --------------------------
+
+MEMOS = ("_whole_second_us_memo", "_fraction_us_memo", "_created_at_memo")
+
+
+def clear_memos() -> None:
+    """Empty the timestamp memos (in place: they are only caches), so misses come first."""
+    for name in MEMOS:
+        getattr(streams.fast_decode, name).clear()
+
+
+def outcome(seconds: Callable[[str], float], text: str) -> str:
+    """What `seconds(text)` gives: the float's exact bits, or the ValueError's message."""
+    try:
+        return seconds(text).hex()
+    except ValueError as exc:
+        return f"ValueError: {exc}"
+
+
+def assert_memos_hold_only_what_parse_rfc3339_accepted() -> None:
+    for second, whole_second_us in streams.fast_decode._whole_second_us_memo.items():
+        when = parse_rfc3339(second + "Z")
+        assert whole_second_us == int(when.timestamp()) * 10**6  # whole seconds: exact floats
+    for suffix, fraction_us in streams.fast_decode._fraction_us_memo.items():
+        assert parse_rfc3339("2026-11-26T18:00:00" + suffix).microsecond == fraction_us
+    for text, seconds in streams.fast_decode._created_at_memo.items():
+        assert seconds.hex() == parse_rfc3339(text).timestamp().hex()
+
+
+z_suffixes = st.from_regex(r"\A(\.[0-9]{1,12})?[Zz]\Z")
+other_suffixes = (
+    st.sampled_from(["", ".Z", "Z\n", "ZZ", " Z", ".5 Z", ".\u0661Z", ".1_0Z", ",5Z", ".+1Z",
+                     "+05:30", "-00:00", "+23:59", "+24:00", ".123456789-05:00", "+0530"])
+    | st.from_regex(r"\A(\.\d{0,9})?[+-]\d\d:\d\d\Z")
+    | st.text(max_size=12)
+)
+
+
+@given(rfc3339_instants())
+@settings(max_examples=500)
+def test_ts_seconds_is_parse_rfc3339_bit_for_bit(pair: tuple[str, datetime]) -> None:
+    text, aware = pair
+    clear_memos()
+    expected = aware.timestamp().hex()
+    assert parse_rfc3339(text).timestamp().hex() == expected
+    assert outcome(_ts_seconds, text) == expected  # parsed; a UTC time's second memoised
+    assert outcome(_ts_seconds, text) == expected  # from the memos, if UTC
+
+
+@given(rfc3339_instants(), st.lists(z_suffixes | other_suffixes, min_size=1, max_size=6))
+@settings(max_examples=500)
+def test_strings_sharing_a_memoised_second_are_read_as_parse_rfc3339_reads_them(
+    pair: tuple[str, datetime], suffixes: list[str],
+) -> None:
+    second = pair[0][:19]
+    clear_memos()
+    _ts_seconds(second + "Z")
+    assert second in streams.fast_decode._whole_second_us_memo
+    for suffix in suffixes:
+        expected = outcome(_seconds, second + suffix)
+        assert outcome(_ts_seconds, second + suffix) == expected  # the suffix memoised, if Z
+        assert outcome(_ts_seconds, second + suffix) == expected
+    assert_memos_hold_only_what_parse_rfc3339_accepted()
+
+
+@given(st.lists(timestamp_texts | rfc3339_instants().map(lambda pair: pair[0]), max_size=6))
+@settings(max_examples=500)
+def test_any_timestamp_string_is_read_as_parse_rfc3339_reads_it(texts: list[str]) -> None:
+    clear_memos()
+    # Each string's second with each string's rest: memo hits for refused strings too.
+    mixed = [a[:19] + b[19:] for a in texts for b in texts]
+    for text in texts + mixed + texts:
+        expected = outcome(_seconds, text)
+        assert outcome(_ts_seconds, text) == expected
+        assert outcome(_created_at_seconds, text) == expected
+    assert_memos_hold_only_what_parse_rfc3339_accepted()
+
+
+@pytest.mark.parametrize(("seen", "text", "valid"), [
+    ("2026-11-26T18:00:00Z", "2026-11-26T18:00:00.123Z", True),
+    ("2026-11-26T18:00:00Z", "2026-11-26T18:00:00.9999999Z", True),  # truncated, not rounded
+    ("2026-11-26 18:00:00Z", "2026-11-26 18:00:00.123456789Z", True),
+    ("2026-11-26t18:00:00z", "2026-11-26t18:00:00.5z", True),
+    ("2026-11-26T18:00:00Z", "2026-11-26t18:00:00Z", True),
+    ("2026-11-26T18:00:00Z", "2026-11-26T18:00:00+05:30", True),
+    ("2026-11-26T18:00:00Z", "2026-11-26T18:00:00.25-00:00", True),
+    ("2026-11-26T18:00:00Z", "2026-11-26T18:00:00+05:75", True),  # fromisoformat takes it
+    ("2024-02-28T23:59:59Z", "2024-02-29T00:00:00.000001Z", True),
+    ("1969-12-31T23:59:59Z", "1969-12-31T23:59:59.5Z", True),  # before the epoch
+    ("0001-01-01T00:00:00Z", "0001-01-01T00:00:00.000001Z", True),
+    ("9999-12-31T23:59:59Z", "9999-12-31T23:59:59.999999999Z", True),
+    ("2026-11-26T18:00:59Z", "2026-11-26T18:00:60Z", False),  # leap second
+    ("2026-11-26T18:00:59Z", "2026-11-26T18:00:60.5Z", False),
+    ("2026-11-26T23:59:59Z", "2026-11-26T24:00:00Z", False),
+    ("2026-02-28T23:59:59Z", "2026-02-29T00:00:00Z", False),
+    ("2026-02-28T00:00:00Z", "2026-02-30T00:00:00Z", False),
+    ("2026-11-26T18:00:00Z", "2026-11-26T18:00:00.Z", False),
+    ("2026-11-26T18:00:00Z", "2026-11-26T18:00:00.\u0661Z", False),  # an Arabic-Indic digit
+    ("2026-11-26T18:00:00Z", "2026-11-26T18:00:00Z\n", False),
+    ("2026-11-26T18:00:00Z", "2026-11-26T18:00:00ZZ", False),
+    ("2026-11-26T18:00:00Z", "2026-11-26T18:00:00,5Z", False),
+    ("2026-11-26T18:00:00Z", "2026-11-26T18:00:00", False),
+    ("2026-11-26T18:00:00Z", "2026-11-26T18:00:00+0530", False),
+    ("2026-11-26T18:00:00Z", "2026-11-26T18:00:00+24:00", False),
+    ("2026-11-26T18:00:00Z", "2026-11-26T18:00", False),
+])
+def test_timestamps_next_to_a_memoised_second(seen: str, text: str, valid: bool) -> None:
+    clear_memos()
+    _ts_seconds(seen)
+    for _ in range(2):
+        expected = outcome(_seconds, text)
+        assert expected.startswith("ValueError") != valid
+        assert outcome(_ts_seconds, text) == expected
+        assert outcome(_created_at_seconds, text) == expected
+    assert_memos_hold_only_what_parse_rfc3339_accepted()
+
+
+def test_a_refused_created_at_raises_every_time_and_is_not_memoised() -> None:
+    clear_memos()
+    for _ in range(2):
+        with pytest.raises(ValueError, match="second must be in 0..59"):
+            _created_at_seconds("2026-11-26T18:00:60Z")
+    assert streams.fast_decode._created_at_memo == {}
+
+
+def test_the_memos_are_cleared_when_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(streams.fast_decode, "_TS_MEMO_ENTRIES", 3)
+    monkeypatch.setattr(streams.fast_decode, "_CREATED_AT_MEMO_ENTRIES", 3)
+    clear_memos()
+    for i in range(10):
+        text = f"2026-11-26T18:00:{i:02d}.{i}Z"
+        for _ in range(2):
+            assert outcome(_ts_seconds, text) == outcome(_seconds, text)
+            assert outcome(_created_at_seconds, text) == outcome(_seconds, text)
+        assert all(0 < len(getattr(streams.fast_decode, name)) <= 3 for name in MEMOS)
+    assert_memos_hold_only_what_parse_rfc3339_accepted()
+
+
+def test_api_call_fields_are_in_the_order_to_call_passes_them() -> None:
+    # _to_call builds an ApiCall from positional arguments in this order.
+    assert ApiCall.__struct_fields__ == (
+        "event_id", "ts", "tenant_id", "account_id", "model", "status", "input_tokens",
+        "output_tokens", "endpoint", "max_tokens", "n", "logprobs", "tool_count", "turn",
+        "stop_reason", "has_prompt", "simhash", "topic", "cot_request", "jailbreak_score",
+        "sysprompt_probe", "has_client", "ip", "asn", "user_agent", "tls_fingerprint",
+        "created_at", "payment_fingerprint",
+    )
+
+
+def read_both_ways(value: bytes) -> list[Any]:
+    """The event in `value` as msgspec reads it with unknown fields ignored, and refused."""
+    events = [_read_open_event(value)]
+    with contextlib.suppress(msgspec.ValidationError):  # it has unknown fields
+        events.append(_read_closed_event(value))
+    return events
+
+
+def assert_to_call_is_from_event(value: bytes) -> None:
+    for event in read_both_ways(value):
+        expected = repr(ApiCall.from_event(event, _seconds))
+        assert repr(_to_call(event)) == expected
+        assert repr(_to_call(event)) == expected  # timestamps from the memos
+
+
+@given(valid_events())
+@settings(max_examples=500)
+def test_to_call_is_from_event_field_for_field(doc: dict[str, Any]) -> None:
+    assert_to_call_is_from_event(encode(doc))
+
+
+@pytest.mark.parametrize("edit", [
+    {}, {"prompt": None, "client": None, "account": None}, {"prompt.simhash": None},
+    {"prompt": {}, "client": {}, "account": {}}, {"account.created_at": None},
+    {"account.created_at": "2026-11-20T00:00:00.5+01:00"}, {"ts": "2026-11-26 18:00:00z"},
+])
+@pytest.mark.parametrize("template", [CONTRACT_EVENT, MINIMAL_EVENT])
+def test_to_call_is_from_event_with_groups_present_empty_and_null(
+    edit: dict[str, object], template: Doc,
+) -> None:
+    doc = json.loads(json.dumps(template))
+    for path, value in edit.items():
+        group = path.split(".")[0]
+        if "." in path and doc.get(group) is None:
+            doc[group] = {}
+        set_path(doc, path, value)
+    assert_to_call_is_from_event(encode(doc))
+
+
+@given(st.lists(st.tuples(valid_events(), st.integers(0, 2), z_suffixes | other_suffixes,
+                          st.sampled_from(["ts", "account.created_at"])),
+                min_size=1, max_size=20))
+@settings(max_examples=300)
+def test_a_batch_whose_events_share_seconds_gives_the_same_calls(
+    picks: list[tuple[dict[str, Any], int, str, str]],
+) -> None:
+    docs = []
+    for doc, second, suffix, path in picks:
+        if path.startswith("account.") and doc.get("account") is None:
+            doc["account"] = {}
+        docs.append(set_path(doc, path, f"2026-11-26T18:00:0{second}{suffix}"))
+    assert_same(encode(docs))
+    assert_same(encode(docs))  # with the memos holding the seconds

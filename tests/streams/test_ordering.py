@@ -3,7 +3,6 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections import deque
 from collections.abc import Iterable
 
 import pytest
@@ -87,9 +86,10 @@ def test_output_is_the_input_in_event_time_order(items: list[tuple[int, float]],
                                                  for c in cs)
 
 
-class HeapEventTimeMerger:
+class HeapEventTimeMerger(EventTimeMerger):
     """Reference for the differential tests: the merger's contract as a binary heap of
-    (ts, tenant_id, account_id, arrival seq, call), popped while ts <= limit.
+    (ts, tenant_id, account_id, arrival seq, call), popped while ts <= limit (partitions'
+    progress, `assign` and `low_watermark` are the merger's own).
 
     Over `max_buffered` it lets go up to the event time of the heap's middle slot;
     `_overflow_limit` is a method so that `MedianOverflowHeapMerger` can swap in the
@@ -98,14 +98,8 @@ class HeapEventTimeMerger:
 
     def __init__(self, idle_s: float = 1.0, max_hold_s: float = 2.0,
                  max_buffered: int = 200_000) -> None:
-        self.idle_s, self.max_hold_s, self.max_buffered = idle_s, max_hold_s, max_buffered
+        super().__init__(idle_s, max_hold_s, max_buffered)
         self._heap: list[tuple[float, str, str, int, ApiCall]] = []
-        self._seq = 0  # keeps arrival order among equal keys
-        self._progress: dict[int, float] = {}  # partition -> latest event time received
-        self._last_seen: dict[int, float] = {}  # partition -> wall clock of its last record
-        # Records not yet wholly released, oldest first: (arrival, latest event time in it).
-        self._waiting: deque[tuple[float, float]] = deque()
-        self._released_to = float("-inf")  # every buffered call at or before this is gone
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -123,20 +117,6 @@ class HeapEventTimeMerger:
         self._last_seen[partition] = now
         if record_latest > float("-inf"):
             self._waiting.append((now, record_latest))
-
-    def assign(self, partitions: Iterable[int], now: float) -> None:
-        held = set(partitions)
-        for partition in held - self._progress.keys():
-            self._progress[partition] = float("-inf")
-            self._last_seen[partition] = now
-        for partition in self._progress.keys() - held:
-            del self._progress[partition]
-            del self._last_seen[partition]
-
-    def low_watermark(self, now: float) -> float:
-        active = [ts for p, ts in self._progress.items()
-                  if now - self._last_seen[p] < self.idle_s]
-        return min(active) if active else float("inf")
 
     def _overflow_limit(self) -> float:
         return self._heap[len(self._heap) // 2][0]  # roughly the older half

@@ -108,21 +108,14 @@ def _crc(seed: int, text: str) -> int:
     return zlib.crc32(text.encode(), seed)
 
 
-def _seen(state: array[int], ident: int) -> bool:
-    """Whether `ident` is (probably) in the account's registry."""
-    low = ident % _BLOOM_BITS
-    high = (ident >> 11) % _BLOOM_BITS
-    return bool(
-        state[_BLOOM + (low >> 5)] & (1 << (low & 31))
-        and state[_BLOOM + (high >> 5)] & (1 << (high & 31))
-    )
-
-
-def _remember(state: array[int], ident: int) -> None:
-    low = ident % _BLOOM_BITS
-    high = (ident >> 11) % _BLOOM_BITS
-    state[_BLOOM + (low >> 5)] |= 1 << (low & 31)
-    state[_BLOOM + (high >> 5)] |= 1 << (high & 31)
+def _newly_remembered(state: array[int], ident: int) -> bool:
+    """Put `ident` in the account's registry; whether it was (probably) not there yet."""
+    low_word, low_bit, high_word, high_bit = _bloom_bits(ident)
+    if state[low_word] & low_bit and state[high_word] & high_bit:
+        return False
+    state[low_word] |= low_bit
+    state[high_word] |= high_bit
+    return True
 
 
 # Of recent identities: the Bloom bits of the identity id, the crc32 of
@@ -325,8 +318,8 @@ class LinkObserver:
         if identity is None:
             identity = _identity_bits(identity_key)
         low_word, low_bit, high_word, high_bit = identity
-        if not (state[low_word] & low_bit and state[high_word] & high_bit):  # _seen
-            state[low_word] |= low_bit  # _remember
+        if not (state[low_word] & low_bit and state[high_word] & high_bit):  # seen
+            state[low_word] |= low_bit  # remember
             state[high_word] |= high_bit
             found = self._new_identity_keys(state, call)
 
@@ -355,8 +348,8 @@ class LinkObserver:
                 bands: list[int] | None = None
                 for index in candidates:
                     first, second, low_word, low_bit, high_word, high_bit = pairs[index]
-                    if not (state[low_word] & low_bit and state[high_word] & high_bit):  # _seen
-                        state[low_word] |= low_bit  # _remember
+                    if not (state[low_word] & low_bit and state[high_word] & high_bit):  # seen
+                        state[low_word] |= low_bit  # remember
                         state[high_word] |= high_bit
                         if bands is None:
                             bands = template_bands(simhash)
@@ -384,32 +377,21 @@ class LinkObserver:
         """The onset key and the keys of `call`'s identity that are not in the account's
         registry, in report order, each remembered as it is found."""
         found: list[tuple[str, str]] = []
-        if not _seen(state, _ONSET_ID):
-            _remember(state, _ONSET_ID)
+        if _newly_remembered(state, _ONSET_ID):
             found.append(onset_key(float(state[_FIRST_SEEN]), self.onset_bucket_s))
         payment, tls = call.payment_fingerprint, call.tls_fingerprint
         ip, asn, user_agent = call.ip, call.asn, call.user_agent
         created_at = call.created_at
-        if payment:
-            ident = _crc(1, payment)
-            if not _seen(state, ident):
-                _remember(state, ident)
-                found.append(("payment", payment))
-        if tls:
-            ident = _crc(2, tls)
-            if not _seen(state, ident):
-                _remember(state, ident)
-                found.append(("tls", tls))
+        if payment and _newly_remembered(state, _crc(1, payment)):
+            found.append(("payment", payment))
+        if tls and _newly_remembered(state, _crc(2, tls)):
+            found.append(("tls", tls))
         if ip and asn is not None and user_agent:
             key = netua_key(ip, asn, user_agent)
-            ident = _crc(3, key)
-            if not _seen(state, ident):
-                _remember(state, ident)
+            if _newly_remembered(state, _crc(3, key)):
                 found.append(("netua", key))
         if created_at is not None:
             signup = bucket(created_at, self.signup_bucket_s)
-            ident = (signup * _GOLDEN + _SIGNUP_SALT) & 0xFFFF_FFFF
-            if not _seen(state, ident):
-                _remember(state, ident)
+            if _newly_remembered(state, (signup * _GOLDEN + _SIGNUP_SALT) & 0xFFFF_FFFF):
                 found.append(("signup", str(signup)))
         return found

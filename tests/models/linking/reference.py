@@ -40,8 +40,6 @@ from models.linking.observe import (
     LinkObservation,
     LinkObserver,
     _crc,
-    _remember,
-    _seen,
 )
 from models.linking.suspicion import (
     ExtractionShareSuspicion,
@@ -76,6 +74,22 @@ def _template_plan(simhash: int) -> _TemplatePlan:
         _REFERENCE_PLANS.clear()
     plan = _REFERENCE_PLANS[simhash] = (bands, tagged, tuple(pairs))
     return plan
+
+
+def _seen(state: array[int], ident: int) -> bool:
+    low = ident % _BLOOM_BITS
+    high = (ident >> 11) % _BLOOM_BITS
+    return bool(
+        state[_BLOOM + (low >> 5)] & (1 << (low & 31))
+        and state[_BLOOM + (high >> 5)] & (1 << (high & 31))
+    )
+
+
+def _remember(state: array[int], ident: int) -> None:
+    low = ident % _BLOOM_BITS
+    high = (ident >> 11) % _BLOOM_BITS
+    state[_BLOOM + (low >> 5)] |= 1 << (low & 31)
+    state[_BLOOM + (high >> 5)] |= 1 << (high & 31)
 
 
 class ReferenceLinkObserver(LinkObserver):

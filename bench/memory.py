@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+from itertools import islice
 
 from bench._traffic import TrafficPlan, events
 from models.engine import DetectionEngine
@@ -41,17 +42,11 @@ def main() -> None:
     gc.freeze()
     gc.set_threshold(*WORKER_GC_THRESHOLD)
     start = _reading("start")
-    chunk: list[bytes] = []
-    for event in events(TrafficPlan(accounts=n), 0, n):
-        chunk.append(event.value)
-        if len(chunk) == 1000:
-            for call in decode_calls(b"[" + b",".join(chunk) + b"]")[0]:
-                engine.process(call)
-                observer.observe(call, suspicion.update(call, engine.last_suspicion))
-            chunk = []
-    for call in decode_calls(b"[" + b",".join(chunk) + b"]")[0] if chunk else []:
-        engine.process(call)
-        observer.observe(call, suspicion.update(call, engine.last_suspicion))
+    values = (event.value for event in events(TrafficPlan(accounts=n), 0, n))
+    while record := list(islice(values, 1000)):  # records of 1,000, made as they are read
+        for call in decode_calls(b"[" + b",".join(record) + b"]")[0]:
+            engine.process(call)
+            observer.observe(call, suspicion.update(call, engine.last_suspicion))
     held = _reading(f"{engine.accounts_tracked:,} accounts held")
     per_account = (held["anonymous"] - start["anonymous"]) / max(engine.accounts_tracked, 1)
     blocks = (held["python_blocks"] - start["python_blocks"]) / max(engine.accounts_tracked, 1)

@@ -11,11 +11,13 @@ N events to the input topic (single-event records keyed by account, or JSON arra
 - **CPU s/M**: user + system CPU seconds of the worker process (all threads, from /proc)
   over that interval, per million events;
 - **peak RSS** (VmHWM), **B/acct**: (RSS after the drain - RSS when the worker first
-  answered) / `accounts_tracked`; **idle B/acct**: the same with RSS taken once every
-  account the drain changed has its snapshot written, and `IDLE_SETTLE_S` after that
-  (freed heap returned: what holding idle accounts costs); the scaling table also gives
-  the marginal bytes per account against the 1-account run, and each worker's /memory/
-  page at that point (heap, libraries, Python blocks, RocksDB);
+  answered) / `accounts_tracked` (held live or packed); **idle B/acct**: the same with
+  RSS taken once every account the drain changed has its snapshot written, and
+  `IDLE_SETTLE_S` after that (freed heap returned: what holding idle accounts costs). In
+  the scaling runs one more call first moves event time on by `IDLE_CLOCK_S`, so every
+  account of the load is idle and held packed, as most of a fleet is. The scaling table
+  also gives the marginal bytes per account against the 1-account run, and each worker's
+  /memory/ page at that point (heap, libraries, Python blocks, RocksDB);
 - **CH rows/s**: ClickHouse rows written (all tables) per second of the drain;
 - **p50/p99 ms** (`--latency-s` > 0): after the drain, a paced stream at half the measured
   rate, with a harvester (an account sending 60 reasoning-trace requests, which alerts at
@@ -82,6 +84,10 @@ SPILL_IDLE_S = 3600  # DISTILLWATCH_STATE_IDLE_S of the spill scenarios
 # After the last account's snapshot is written: two state checkpoints (every 5 s, each
 # trims the heap) and a margin; then RSS is what holding idle accounts costs.
 IDLE_SETTLE_S = 12.0
+# Event time a scaling run moves on by after its load (one more call): past the worker's
+# pack delay and the last cohort epoch's scoring, short of DISTILLWATCH_STATE_IDLE_S, so
+# every account of the load is idle and held packed when idle memory is read.
+IDLE_CLOCK_S = 1200.0
 
 
 @dataclass
@@ -103,7 +109,9 @@ class Result:
     rss_ready: int = 0
     rss_end: int = 0
     rss_idle: int = 0  # after IDLE_SETTLE_S without input: the idle accounts' memory
-    accounts_tracked: int = 0
+    accounts_tracked: int = 0  # held in memory (live or packed) at the end of the drain
+    accounts_live_idle: int = 0  # at the idle reading: held as live objects
+    accounts_packed_idle: int = 0  # ... and held packed
     distinct_accounts: int = 0
     ch_rows: int = 0
     ch_rows_per_s: float = 0.0
@@ -127,8 +135,12 @@ class Result:
         return (self.rss_end - self.rss_ready) / max(self.accounts_tracked, 1)
 
     @property
+    def accounts_idle(self) -> int:
+        return self.accounts_live_idle + self.accounts_packed_idle or self.accounts_tracked
+
+    @property
     def idle_bytes_per_account(self) -> float:
-        return (self.rss_idle - self.rss_ready) / max(self.accounts_tracked, 1)
+        return (self.rss_idle - self.rss_ready) / max(self.accounts_idle, 1)
 
 
 # -- one scenario ------------------------------------------------------------------------
@@ -325,10 +337,16 @@ def run_scenario(args: argparse.Namespace, name: str, app: str, batch: int, acco
         # changed (and handed freed heap back), RSS is what holding them costs.
         if app == "distillwatch":
             _wait_checkpointed(started)
+            if latency_s == 0 and workers == 1:
+                _advance_event_time(bootstrap, settings, plan, events, started)
         time.sleep(IDLE_SETTLE_S)
         result.rss_idle = sum(memory(w.pid)[0] for w in started)
         if app == "distillwatch":
             result.memory_idle = [w.memory_report() or {} for w in started]
+            for w in started:
+                wh = w.health() or {}
+                result.accounts_live_idle += wh.get("accounts_live", 0)
+                result.accounts_packed_idle += wh.get("accounts_held_packed", 0)
         if workers > 1:
             for w in started:
                 wh = w.health() or {}
@@ -451,6 +469,19 @@ def format_table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def _advance_event_time(bootstrap: str, settings: Settings, plan: TrafficPlan, events: int,
+                        workers: list[Worker]) -> None:
+    """One more call, IDLE_CLOCK_S of event time after the load's last: every account of
+    the load is idle now, and the worker packs it at its next sweep."""
+    seq = events + int(IDLE_CLOCK_S * 1000) // plan.step_ms
+    clock = TrafficPlan(accounts=1, harvest_every=0, run="clk", step_ms=plan.step_ms)
+    produced = preproduce(bootstrap, settings.topic_api_calls, clock, seq, 1, 1)
+    if produced.failed:
+        raise RuntimeError("the event moving event time on failed to produce")
+    _wait_for(workers, events + 1)
+    _wait_checkpointed(workers)
+
+
 def _wait_checkpointed(workers: list[Any], timeout_s: float = 300.0) -> None:
     """Wait until no worker has accounts waiting for their snapshot (at 10^6 accounts a
     drain's checkpoint takes longer than IDLE_SETTLE_S)."""
@@ -483,11 +514,13 @@ def notes(results: list[Result]) -> list[str]:
     for r in results:
         if r.name.startswith("scale_") and base and r is not base and not r.error:
             marginal = (r.rss_end - base.rss_end) / max(r.accounts_tracked - 1, 1)
-            idle = (r.rss_idle - base.rss_idle) / max(r.accounts_tracked - 1, 1)
+            idle = (r.rss_idle - base.rss_idle) / max(r.accounts_idle - base.accounts_idle, 1)
             out.append(f"{r.name}: {r.accounts_tracked:,} accounts tracked, RSS {_mib(r.rss_end)}"
                        f" MiB after the drain, marginal {marginal:,.0f} B per account vs 1 account;"
-                       f" idle {IDLE_SETTLE_S:.0f} s later RSS {_mib(r.rss_idle)} MiB, marginal"
-                       f" {idle:,.0f} B per account")
+                       f" {IDLE_CLOCK_S:.0f} s of event time later {r.accounts_live_idle:,} live"
+                       f" and {r.accounts_packed_idle:,} packed, RSS {_mib(r.rss_idle)} MiB:"
+                       f" {r.idle_bytes_per_account:,.0f} B per account above the worker's start,"
+                       f" marginal {idle:,.0f} B per account vs 1 account")
     for r in results:
         for report in r.memory_idle if not r.error else []:
             proc, rocks = report.get("process", {}), report.get("rocksdb", {})

@@ -97,6 +97,7 @@ class CohortModels:
         self.seed = seed
         self.cohorts: dict[str, Cohort] = {}
         self._pending: dict[int, list[_Sample]] = {}
+        self._sampled: dict[tuple[str, str], int] = {}  # account -> its samples pending
         self._next_final = float("inf")
 
     def epoch(self, ts: float) -> int:
@@ -115,9 +116,26 @@ class CohortModels:
     ) -> None:
         """Queue one account's vector for `epoch`; the caller offers once per epoch."""
         self._pending.setdefault(epoch, []).append((cohort, key, state, features, score, learn))
+        self._sampled[key] = self._sampled.get(key, 0) + 1
         final_at = (epoch + 1) * self.epoch_s + self.lateness_s
         if final_at < self._next_final:
             self._next_final = final_at
+
+    def is_sampled(self, key: tuple[str, str]) -> bool:
+        """Whether the account has a sample not yet scored. The sample holds the account's
+        state object, into which scoring writes the cohort percentile."""
+        return key in self._sampled
+
+    def restore_pending(self, pending: dict[int, list[_Sample]]) -> None:
+        """Take over the samples of epochs not yet scored (of a restored engine)."""
+        self._pending = pending
+        self._sampled = {}
+        for samples in pending.values():
+            for sample in samples:
+                self._sampled[sample[1]] = self._sampled.get(sample[1], 0) + 1
+        self._next_final = min(
+            ((e + 1) * self.epoch_s + self.lateness_s for e in pending), default=float("inf")
+        )
 
     def advance(self, watermark: float) -> None:
         """Score and learn every epoch final at `watermark` (event-time seconds)."""
@@ -138,6 +156,11 @@ class CohortModels:
         return (epoch + ord(account_id[-1]) + len(account_id)) % self.learn_every == 0
 
     def _finalise(self, samples: list[_Sample], epoch: int, final_at: float) -> None:
+        sampled = self._sampled
+        for sample in samples:
+            left = sampled.pop(sample[1]) - 1
+            if left:
+                sampled[sample[1]] = left
         # A fixed order that does not depend on arrival; learners beyond the cap of
         # their cohort (taken in a scrambled but reproducible order) are only scored.
         samples.sort(key=lambda s: (s[0], zlib.crc32(f"{epoch}|{s[1][0]}|{s[1][1]}".encode())))

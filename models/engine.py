@@ -682,16 +682,27 @@ class DetectionEngine:
         return account
 
     def idle_accounts(self, before_ts: float) -> list[AccountKey]:
-        """Accounts without a call since event time `before_ts` and without an open
-        episode: the ones that may leave memory. Empty without a `BehaviourDetector`
-        (nothing else records when an account was last active)."""
+        """Accounts without a call since event time `before_ts`, without an open episode
+        and without a cohort sample waiting for its epoch to be scored: the ones that may
+        leave memory (see `awaits_cohort`). Empty without a `BehaviourDetector` (nothing
+        else records when an account was last active)."""
         index = self._profile_index
         if index is None:
             return []
+        cohorts = self.cohorts
         return [
             key for key, account in self._accounts.items()
-            if account.episode is None and account.detector_states[index].last_ts < before_ts
+            if account.episode is None
+            and account.detector_states[index].last_ts < before_ts
+            and (cohorts is None or not cohorts.is_sampled(key))
         ]
+
+    def awaits_cohort(self, tenant_id: str, account_id: str) -> bool:
+        """Whether the account may have a sample in a cohort epoch not yet scored. Such a
+        sample holds the account's state object and writes its percentile there: were
+        the account to leave memory and come back, the percentile would be lost."""
+        cohorts = self.cohorts
+        return cohorts is not None and cohorts.is_sampled((tenant_id, account_id))
 
     def accounts(self) -> list[AccountKey]:
         """Every account held in memory."""
@@ -740,11 +751,7 @@ class DetectionEngine:
                     ]
                     for epoch, samples in (shared["pending"] or {}).items()
                 }
-                cohorts._pending = pending
-                cohorts._next_final = min(
-                    ((e + 1) * cohorts.epoch_s + cohorts.lateness_s for e in pending),
-                    default=float("inf"),
-                )
+                cohorts.restore_pending(pending)
         if self.feedback is not None and shared["feedback"] is not None:
             self.feedback = shared["feedback"]
         self._tenant_openings = shared["tenant_openings"]

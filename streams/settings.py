@@ -114,6 +114,12 @@ class Settings(BaseSettings):
         "DISTILLWATCH_STATE_CHECKPOINT_INTERVAL_S",
         "seconds (wall clock) between snapshots of the accounts that changed", default=5.0, gt=0,
     )
+    state_pack_s: float = _env(
+        "DISTILLWATCH_STATE_PACK_S",
+        "event-time seconds without a call after which an account's state is kept packed in"
+        " memory (its snapshot, about 450 bytes; unpacked at its next call)", default=300.0,
+        gt=0,
+    )
     state_idle_s: float = _env(
         "DISTILLWATCH_STATE_IDLE_S",
         "event-time seconds without a call after which an account's state leaves memory for"

@@ -17,8 +17,10 @@ the accounts that are active, not every account it has ever seen.
 
 A snapshot is one byte of format version, one byte saying whether the account has an
 open alert episode (such accounts are indexed, so a restarted worker loads them at once
-and can resolve their episodes), then the pickled account state. A snapshot of another
-format version is not loaded: the account starts afresh, and the worker counts it.
+and can resolve their episodes), then the account's state packed by `models.packing`
+(version 3; version 2, the pickled state, is still read). A snapshot of another format
+version is not loaded: the account starts afresh, and the worker counts it. The same
+bytes are what a worker keeps in memory of an account idle for a few minutes.
 
 The engine's shared models (cohorts, feedback, tenant limits) go under one more key in
 the lowest partition the worker holds, and are restored from there on start-up.
@@ -30,6 +32,7 @@ import logging
 import pickle
 import shutil
 import time
+from array import array
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -38,13 +41,16 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch
 
+from models import packing
+from models.engine import AccountState
 from streams.errors import StreamsError
 from streams.kafka import confluent_config
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_VERSION = 2  # 2: engine and behaviour states are msgspec structs
+SNAPSHOT_VERSION = 3  # 3: accounts packed by models.packing
+PICKLED_VERSION = 2  # 2: pickled state (engine and behaviour states as msgspec structs)
 OFFSET_KEY = b"\x00changelog-offset"  # local only: the changelog offset the database holds
 SHARED_KEY = b"\x00engine-shared"  # the engine's shared models (changelog and local)
 _OPEN = b"\x01"  # local index: _OPEN + account key for accounts with an open episode
@@ -77,18 +83,34 @@ def split_account_key(key: bytes) -> tuple[str, str]:
     return tenant_id, account_id
 
 
-def encode_snapshot(state: Any, open_episode: bool) -> bytes:
-    """One account's snapshot: version, open-episode flag, pickled state."""
-    return bytes((SNAPSHOT_VERSION, 1 if open_episode else 0)) + pickle.dumps(
-        state, protocol=pickle.HIGHEST_PROTOCOL
-    )
+def encode_account(
+    account: AccountState, link: array[int] | None, share: array[float] | None
+) -> bytes:
+    """One account's snapshot: version, open-episode flag, packed state."""
+    head = bytes((SNAPSHOT_VERSION, 1 if account.episode is not None else 0))
+    return head + packing.pack(account, link, share)
+
+
+def encode_shared(state: dict[str, Any]) -> bytes:
+    """The snapshot of the engine's shared models: version 2, no flag, pickled."""
+    return bytes((PICKLED_VERSION, 0)) + pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def decode_snapshot(value: bytes) -> Any | None:
-    """The state of a snapshot, or None if it is of another format version."""
-    if len(value) < 2 or value[0] != SNAPSHOT_VERSION:
+    """The state of a snapshot ((account, link, share) for an account, a dict for the
+    shared models), or None if it is of another format version."""
+    if len(value) < 2:
         return None
-    return pickle.loads(value[2:])
+    if value[0] == SNAPSHOT_VERSION:
+        return packing.unpack(memoryview(value)[2:])
+    if value[0] == PICKLED_VERSION:
+        return pickle.loads(value[2:])
+    return None
+
+
+def last_call_ts(value: bytes) -> float:
+    """Event time of the last call of the account of a version-3 snapshot."""
+    return packing.last_call_ts(memoryview(value)[2:])
 
 
 @dataclass(frozen=True)

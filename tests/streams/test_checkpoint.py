@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from models.records import ApiCall
+from schemas.feedback import AnalystVerdict
 from streams import pipeline as pipeline_module
+from streams.internal import partition_for
 from streams.pipeline import Pipeline
 from streams.settings import Settings
 from streams.statestore import SHARED_KEY, split_account_key
@@ -179,3 +182,99 @@ def test_accounts_changed_while_their_partition_is_let_go_are_stored(
     assert worker.engine.accounts() == []  # every partition let go
     stored = {split_account_key(key)[1] for key in store.snapshots if key != SHARED_KEY}
     assert stored == {f"key_{i}" for i in range(10)}
+
+
+def call_of(account: str, ts: float) -> ApiCall:
+    return ApiCall(f"{account}@{ts}", ts, "org", account, "m", 200, 10, 100)
+
+
+LATER = 1_800_000_000.0 + 2_000.0  # past the ten accounts' cohort epoch and the pack delay
+
+
+async def pack_ten(worker: Pipeline) -> None:
+    """Ten accounts called and stored; then a call of another account 2,000 s later moves
+    event time on, and a sweep finds the ten idle."""
+    worker.alert_sent.set()  # type: ignore[attr-defined]
+    worker.merger.add(0, calls(10), now=0.0)
+    await worker._drain(everything=True)
+    worker.merger.add(0, [call_of("key_late", LATER)], now=0.0)
+    await worker._drain(everything=True)
+    worker._next_eviction = -math.inf
+    await worker._checkpoint()
+
+
+def test_idle_stored_accounts_are_kept_packed_as_their_snapshot(worker: Pipeline) -> None:
+    asyncio.run(pack_ten(worker))
+    store = worker.store
+    assert isinstance(store, MemoryStore)
+    assert worker.stats.accounts_packed == 10 and worker.stats.accounts_evicted == 0
+    assert worker.engine.accounts() == [("org", "key_late")]
+    assert len(worker.observer) == len(worker.suspicion.share) == 1
+    # What is kept is the stored snapshot, byte for byte.
+    assert worker._packed == {
+        key: value for key, value in store.snapshots.items() if key != b"org\x1fkey_late"
+    }
+    assert worker.memory_report()["accounts"]["packed"] == 10
+
+
+def test_a_packed_account_is_unpacked_at_its_next_call_without_reading_the_store(
+    worker: Pipeline,
+) -> None:
+    async def run() -> None:
+        await pack_ten(worker)
+        assert worker.store is not None
+        worker.store.snapshots.clear()  # type: ignore[attr-defined]
+        worker.merger.add(0, [call_of("key_3", LATER + 1)], now=0.0)
+        await worker._drain(everything=True)
+        account = worker.engine.account_state("org", "key_3")
+        assert account is not None and account.detector_states[0].last_ts == LATER + 1
+
+    asyncio.run(run())
+    assert worker.stats.accounts_unpacked == 1 and worker.stats.accounts_loaded == 0
+    assert b"org\x1fkey_3" not in worker._packed and len(worker._packed) == 9
+    assert ("org", "key_3") in worker._dirty
+    assert worker.observer.export_account("key_3") is not None
+
+
+def test_packed_accounts_leave_memory_once_idle_for_the_idle_time(worker: Pipeline) -> None:
+    async def run() -> None:
+        await pack_ten(worker)
+        worker.watermark = LATER + worker.settings.state_idle_s + 1
+        worker._next_eviction = -math.inf
+        await worker._checkpoint()
+
+    asyncio.run(run())
+    assert worker._packed == {}
+    # The ten packed ones, and key_late (stored, idle as long) straight from the models.
+    assert worker.stats.accounts_evicted == 11 and worker.engine.accounts() == []
+
+
+def test_a_verdict_on_a_packed_account_is_applied_and_stored_again(worker: Pipeline) -> None:
+    verdict = AnalystVerdict(
+        schema_version=1, tenant_id="org", account_id="key_4", verdict="benign",
+        analyst="a@example.com", ts=datetime.fromtimestamp(LATER + 5, UTC),
+    )
+
+    async def run() -> None:
+        await pack_ten(worker)
+        worker._apply_verdict(verdict)
+
+    asyncio.run(run())
+    assert worker.stats.accounts_unpacked == 1
+    assert worker.engine.account_state("org", "key_4") is not None
+    assert ("org", "key_4") in worker._dirty  # its next snapshot has the verdict
+
+
+def test_a_partition_let_go_takes_its_packed_accounts(worker: Pipeline) -> None:
+    count = worker.settings.topic_partitions
+
+    async def run() -> None:
+        await pack_ten(worker)
+        worker._held = set(range(count))
+        await worker._release({partition_for("key_1", count)})
+
+    asyncio.run(run())
+    kept = {split_account_key(key)[1] for key in worker._packed}
+    expected = {f"key_{i}" for i in range(10)
+                if partition_for(f"key_{i}", count) != partition_for("key_1", count)}
+    assert kept == expected and 0 < len(kept) < 10

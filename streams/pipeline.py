@@ -80,7 +80,13 @@ from streams.statestore import (
 log = logging.getLogger(__name__)
 
 TAKE_MAX = 2_000  # records handed to an agent at once
-INGEST_MAX_RECORDS = 2_000  # input records validated and re-keyed together
+INGEST_MAX_RECORDS = 2_000  # input records fetched at once
+# Calls decoded at the edge before they are re-keyed and sent. A fetch of batched,
+# well-compressed input can hold a million events; as objects all at once they would
+# set the worker's memory for good (freed heap is reused, not returned). Smaller slices
+# bound memory further but cost CPU: 20,000 gave 23-25 CPU s/M against 17-19 unsliced in
+# alternating runs, 250,000 gave 19-20 (bench/PROFILE.md, "Fifth pass").
+INGEST_SLICE_CALLS = 250_000
 INGEST_FETCH_BYTES = 16 * 1024 * 1024  # bytes the input consumer fetches at once
 # Items (calls, observations, edges) per internal record: about 0.5 MB at most, under the
 # broker's default 1 MiB limit, however many one batch of input produces.
@@ -321,18 +327,20 @@ class Pipeline:
         partitions = self.settings.topic_partitions
         calls: list[ApiCall] = []
         sent: list[Any] = []
-        for record in records:
-            if not self._first_delivery(record):
-                continue
-            stats.records_in += 1
-            valid, rejections = decode_calls(record.value)
-            for rejection in rejections:
-                sent.append(await self._dead_letter(rejection, topic, record))
-            stats.rejected += len(rejections)
-            stats.events_valid += len(valid)
-            calls += valid
-        for partition, group in group_by_partition(calls, "account_id", partitions).items():
-            sent += await _send_chunks(self.by_account, group, encode_calls, partition)
+        for n, record in enumerate(records, 1):
+            if self._first_delivery(record):
+                stats.records_in += 1
+                valid, rejections = decode_calls(record.value)
+                for rejection in rejections:
+                    sent.append(await self._dead_letter(rejection, topic, record))
+                stats.rejected += len(rejections)
+                stats.events_valid += len(valid)
+                calls += valid
+            if len(calls) >= INGEST_SLICE_CALLS or (n == len(records) and calls):
+                for partition, group in group_by_partition(calls, "account_id",
+                                                           partitions).items():
+                    sent += await _send_chunks(self.by_account, group, encode_calls, partition)
+                calls = []
         return sent
 
     def _first_delivery(self, message: Any) -> bool:

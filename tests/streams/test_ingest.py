@@ -1,0 +1,57 @@
+"""The edge: input records decoded, re-keyed and sent in slices of bounded size."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from streams import pipeline as pipeline_module
+from streams.internal import decode_by_account, partition_for
+from streams.pipeline import Pipeline
+from streams.settings import Settings
+from tests.traffic import START, chatter
+
+
+def test_a_large_fetch_is_sent_in_slices_and_nothing_is_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = Pipeline(Settings(state_dir=tmp_path, clickhouse_url=None, state_store=False))
+    monkeypatch.setattr(pipeline_module, "INGEST_SLICE_CALLS", 10)
+    log: list[Any] = []  # ("decoded", record offset) and ("sent", partition, calls)
+
+    async def send(topic: Any, items: Any, encode: Any, partition: int) -> list[Any]:
+        log.append(("sent", partition, decode_by_account(encode(items))))
+        return []
+
+    decode = pipeline_module.decode_calls
+
+    def logged_decode(value: bytes) -> Any:
+        log.append(("decoded",))
+        return decode(value)
+
+    monkeypatch.setattr(pipeline_module, "_send_chunks", send)
+    monkeypatch.setattr(pipeline_module, "decode_calls", logged_decode)
+    events = [e for i in range(4) for e in chatter("org", f"key_{i}", n=6, start=START)]
+    records = [
+        SimpleNamespace(topic="api-calls", partition=0, offset=n,
+                        value=json.dumps(events[6 * n:6 * n + 6]).encode())
+        for n in range(4)
+    ]
+    asyncio.run(worker._ingest_batch(records))
+    # 6 calls per record, slices of at least 10: sent (one record per partition) after
+    # the 2nd record and after the 4th, not all at the end.
+    kinds = [entry[0] for entry in log]
+    collapsed = [kind for i, kind in enumerate(kinds) if i == 0 or kind != kinds[i - 1]]
+    assert collapsed == ["decoded", "sent", "decoded", "sent"]
+    assert kinds[:3] == ["decoded", "decoded", "sent"]
+    sent = [(partition, call) for kind, *rest in log if kind == "sent"
+            for partition, calls in [rest] for call in calls]
+    assert sorted(call.event_id for _, call in sent) == sorted(e["event_id"] for e in events)
+    partitions = worker.settings.topic_partitions
+    assert all(partition == partition_for(call.account_id, partitions) for partition, call in sent)
+    assert worker.stats.events_valid == 24 and worker.stats.records_in == 4

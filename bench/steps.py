@@ -35,7 +35,7 @@ from streams.internal import (
 )
 from streams.ordering import EventTimeMerger
 from streams.sinks import ClickHouseSink
-from streams.statestore import encode_snapshot
+from streams.statestore import encode_account
 
 PARTITIONS = 4
 _T = TypeVar("_T")
@@ -123,9 +123,9 @@ def main() -> None:
     def snapshots() -> None:
         for key in engine.accounts():
             account = engine.account_state(*key)
-            state = (account, observer.export_account(key[1]),
-                     suspicion.share.export_account(key[1]))
-            encode_snapshot(state, False)
+            assert account is not None
+            encode_account(account, observer.export_account(key[1]),
+                           suspicion.share.export_account(key[1]))
 
     step("account snapshots (each account once)", snapshots)
 

@@ -114,6 +114,8 @@ def main() -> None:
               f" per account, every one idle ({value_bytes:,.0f} B of snapshot each)")
     for tenant_id, account_id in engine.accounts():
         engine.evict_account(tenant_id, account_id)
+        models.observer.forget_account(account_id)
+        models.suspicion.share.forget_account(account_id)
     models.packed = {}
     models.rebuild_dicts()
     _reading("every account dropped")

@@ -57,20 +57,27 @@ def test_restarted_worker_resumes_its_accounts(
     offline = _offline(lines, tmp_path)
     assert _account_alerts(offline), "the demo scenario must raise account alerts"
 
-    # The first half, cut at an instant of event time, then a clean stop.
+    # The first half, cut at an instant of event time, then a clean stop. It goes in two
+    # parts: between them the worker packs the accounts silent for a minute of event
+    # time (DISTILLWATCH_STATE_PACK_S), and the second part unpacks those that call again.
     cut = json.loads(lines[len(lines) // 2])["ts"]
     first = [line for line in lines if json.loads(line)["ts"] < cut]
     second = lines[len(first):]
-    worker = start_worker()
-    deployment.produce([(json.loads(line)["account_id"].encode(), line) for line in first])
+    packing = {"DISTILLWATCH_STATE_PACK_S": "60"}
+    worker = start_worker(**packing)
+    for part in (first[:len(first) // 2], first[len(first) // 2:]):
+        deployment.produce([(json.loads(line)["account_id"].encode(), line) for line in part])
+        worker.wait_until(lambda h: h["accounts_held_packed"] > 0, timeout_s=120)
     before = worker.wait_until(lambda h: h["events_detected"] == len(first), timeout_s=300)
     assert worker.stop() == 0
     assert before["accounts_tracked"] > 100
+    # The alerts below are compared with a run that never packed.
+    assert before["accounts_packed"] > 0 and before["accounts_unpacked"] > 0, before
 
     # The second worker reads the rest. On a new machine it has an empty state directory
     # and rebuilds the accounts from the changelog topic alone.
     overrides = {"DISTILLWATCH_STATE_DIR": str(tmp_path / "other")} if new_machine else {}
-    worker = start_worker(**overrides)
+    worker = start_worker(**packing, **overrides)
     deployment.produce([(json.loads(line)["account_id"].encode(), line) for line in second])
     after = worker.wait_until(lambda h: h["events_detected"] == len(second), timeout_s=300)
     assert after["snapshots_unreadable"] == 0

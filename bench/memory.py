@@ -63,10 +63,11 @@ class Models:
         return len(keys)
 
     def rebuild_dicts(self) -> None:
-        """A dict keeps its table once emptied: what rebuilding them gives back."""
-        self.engine._accounts = dict(self.engine._accounts)
-        self.observer._accounts = dict(self.observer._accounts)
-        self.suspicion.share._accounts = dict(self.suspicion.share._accounts)
+        """A dict keeps its table once emptied: the models rebuild theirs, as a worker has
+        them do after a sweep that took most of the live accounts."""
+        self.engine.shrink()
+        self.observer.shrink()
+        self.suspicion.share.shrink()
 
 
 def main() -> None:

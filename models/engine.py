@@ -681,6 +681,12 @@ class DetectionEngine:
             self._last_state = None
         return account
 
+    def shrink(self) -> None:
+        """Rebuild the account tables after many accounts left them: a dict keeps the
+        table of its largest size (tens of MB at 10^6 accounts) however many remain."""
+        self._accounts = dict(self._accounts)
+        self._open = dict(self._open)
+
     def idle_accounts(self, before_ts: float) -> list[AccountKey]:
         """Accounts without a call since event time `before_ts`, without an open episode
         and without a cohort sample waiting for its epoch to be scored: the ones that may

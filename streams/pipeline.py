@@ -711,11 +711,13 @@ class Pipeline:
         idle for `state_idle_s` leave memory (their snapshot is in the store)."""
         before = self.watermark - self.settings.state_idle_s
         dirty, packed, stats = self._dirty, self._packed, self.stats
+        left = 0
         for key in self.engine.idle_accounts(self.watermark - self.settings.state_pack_s):
             if key in dirty:
                 continue
             record = self._snapshot(key)
             self._forget(key)
+            left += 1
             if record is None or last_call_ts(record[2]) < before:
                 stats.accounts_evicted += 1
             else:
@@ -727,6 +729,10 @@ class Pipeline:
         stats.accounts_evicted += len(stale)
         if stale:
             self._packed = dict(packed)  # a dict keeps its table when emptied: rebuild it
+        if left > self.engine.accounts_tracked:  # most of the live accounts went
+            self.engine.shrink()
+            self.observer.shrink()
+            self.suspicion.share.shrink()
 
     def _forget(self, key: AccountKey) -> None:
         """Drop an account's state from memory: engine, link observer, share suspicion."""

@@ -274,6 +274,11 @@ class LinkObserver:
         """Drop an account's state from memory (its snapshot holds it)."""
         self._accounts.pop(account_id, None)
 
+    def shrink(self) -> None:
+        """Rebuild the per-account table after many accounts left it: a dict keeps the
+        table of its largest size (tens of MB at 10^6 accounts) however many remain."""
+        self._accounts = dict(self._accounts)
+
     def observe(self, call: ApiCall, suspicion: float) -> list[LinkObservation]:
         """The observations `call` causes, given the account's `suspicion` in [0, 1]."""
         # Most calls report nothing: for an identity and a template seen since the last

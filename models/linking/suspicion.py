@@ -85,6 +85,11 @@ class ExtractionShareSuspicion:
         """Drop an account's state from memory (its snapshot holds it)."""
         self._accounts.pop(account_id, None)
 
+    def shrink(self) -> None:
+        """Rebuild the per-account table after many accounts left it: a dict keeps the
+        table of its largest size (tens of MB at 10^6 accounts) however many remain."""
+        self._accounts = dict(self._accounts)
+
     def update(self, call: ApiCall) -> float:
         """Count `call` into its account and return the account's suspicion after it."""
         # Once per call on the worker's hot path: the counts are read into locals and

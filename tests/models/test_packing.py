@@ -10,6 +10,7 @@ the same.
 from __future__ import annotations
 
 import math
+import sys
 from array import array
 from typing import Any
 
@@ -239,3 +240,29 @@ def test_any_production_state_round_trips(
     assert back.episodes_opened == episodes
     assert _bits(back.detector_states[0]) == _bits(state)
     assert link_back == (None if link is None else array("I", link))
+
+
+def test_the_account_tables_shrink_back_once_most_accounts_left(
+    hydra: tuple[ApiCall, ...],
+) -> None:
+    fleet = Fleet()
+    for call in hydra:
+        fleet.call(call)
+    engine, observer, share = fleet.engine, fleet.observer, fleet.suspicion.share
+    keys = engine.accounts()
+    kept = keys[:10]
+    states = {key: engine.account_state(*key) for key in kept}
+    for tenant_id, account_id in keys[10:]:
+        engine.evict_account(tenant_id, account_id)
+        observer.forget_account(account_id)
+        share.forget_account(account_id)
+    tables = [sys.getsizeof(engine._accounts), sys.getsizeof(observer._accounts),
+              sys.getsizeof(share._accounts)]
+    engine.shrink()
+    observer.shrink()
+    share.shrink()
+    after = [sys.getsizeof(engine._accounts), sys.getsizeof(observer._accounts),
+             sys.getsizeof(share._accounts)]
+    assert len(keys) > 200 and all(a * 4 < t for a, t in zip(after, tables, strict=True))
+    assert engine.accounts() == kept
+    assert all(engine.account_state(*key) is states[key] for key in kept)

@@ -203,8 +203,15 @@ async def pack_ten(worker: Pipeline) -> None:
     await worker._checkpoint()
 
 
-def test_idle_stored_accounts_are_kept_packed_as_their_snapshot(worker: Pipeline) -> None:
+def test_idle_stored_accounts_are_kept_packed_as_their_snapshot(
+    worker: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shrunk: list[str] = []
+    for name, model in (("engine", worker.engine), ("observer", worker.observer),
+                        ("share", worker.suspicion.share)):
+        monkeypatch.setattr(model, "shrink", lambda name=name: shrunk.append(name))
     asyncio.run(pack_ten(worker))
+    assert shrunk == ["engine", "observer", "share"]  # ten of eleven left: tables rebuilt
     store = worker.store
     assert isinstance(store, MemoryStore)
     assert worker.stats.accounts_packed == 10 and worker.stats.accounts_evicted == 0

@@ -44,7 +44,6 @@ def pack(account: AccountState, link: array[int] | None, share: array[float] | N
     """The bytes of one account's state (see the module's layout)."""
     states = account.detector_states
     behaviour = states[0] if len(states) == 1 else None
-    last_ts = behaviour.last_ts if isinstance(behaviour, BehaviourState) else -math.inf
     if (
         type(behaviour) is BehaviourState
         and account.episode is None
@@ -56,6 +55,7 @@ def pack(account: AccountState, link: array[int] | None, share: array[float] | N
             return _pack_compact(account, behaviour, link, share)
         except (struct.error, OverflowError):
             pass  # a number the compact body cannot hold: pickled below
+    last_ts = next((s.last_ts for s in states if isinstance(s, BehaviourState)), -math.inf)
     return _HEADER.pack(PICKLED, last_ts) + pickle.dumps(
         (account, link, share), protocol=pickle.HIGHEST_PROTOCOL
     )

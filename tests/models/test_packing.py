@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models import packing
-from models.behaviour import _NO_TEMPLATES, BehaviourState
+from models.behaviour import _NO_TEMPLATES, BehaviourDetector, BehaviourState
 from models.engine import AccountState, DetectionEngine
 from models.linking.observe import LinkObserver
 from models.linking.suspicion import LinkingSuspicion
@@ -170,10 +170,13 @@ def test_an_account_before_its_first_template_shares_the_empty_templates() -> No
     assert packing.last_call_ts(packing.pack(account, None, None)) == -math.inf
 
 
-@pytest.mark.parametrize("case", ["episode", "suppression", "other detectors", "huge number"])
+@pytest.mark.parametrize(
+    "case", ["episode", "suppression", "other detectors", "two detectors", "huge number"])
 def test_what_the_compact_layout_cannot_hold_is_pickled(case: str) -> None:
     if case == "other detectors":
         engine = DetectionEngine(detectors=[ReasoningHarvestDetector()])
+    elif case == "two detectors":
+        engine = DetectionEngine(detectors=[ReasoningHarvestDetector(), BehaviourDetector()])
     else:
         engine = DetectionEngine()
     calls = 60 if case == "episode" else 3
@@ -192,8 +195,11 @@ def test_what_the_compact_layout_cannot_hold_is_pickled(case: str) -> None:
     back, _, share = packing.unpack(value)
     assert (back.episodes_opened, back.suppression) == (
         account.episodes_opened, account.suppression)
-    assert type(back.detector_states[0]) is type(account.detector_states[0])
+    assert [type(s) for s in back.detector_states] == [
+        type(s) for s in account.detector_states]
     assert share == array("d", [0.5, 0.5, T0])
+    behaviour = [s for s in account.detector_states if isinstance(s, BehaviourState)]
+    assert packing.last_call_ts(value) == (behaviour[0].last_ts if behaviour else -math.inf)
     if case == "huge number":
         assert back.detector_states[0].cohort == 1 << 70
 

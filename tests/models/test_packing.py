@@ -205,8 +205,13 @@ def test_what_the_compact_layout_cannot_hold_is_pickled(case: str) -> None:
 
 
 def test_bytes_it_did_not_make_are_refused() -> None:
-    value = packing.pack(AccountState((BehaviourState(),)), array("I", range(30)), None)
-    for bad in (value[:5], value[:-1], value + b"\x00", b"\x07" + value[1:]):
+    state = BehaviourState(array("f", [0.0, 2.5] + [0.0] * 45))
+    value = packing.pack(AccountState((state,)), array("I", range(30)), None)
+    used = packing._BODY.unpack_from(value, packing._HEADER.size)[8]
+    first = packing._HEADER.size + packing._BODY.size  # the first counter's position
+    past = value[:first] + b"\xff" + value[first + 1:]  # a position past the counters
+    assert used > 0
+    for bad in (value[:5], value[:-1], value + b"\x00", b"\x07" + value[1:], past):
         with pytest.raises(ValueError):
             packing.unpack(bad)
 

@@ -4,9 +4,9 @@ account takes in a worker's memory.
 What a worker keeps of an account is three parts: the engine's `AccountState` (with its
 `BehaviourState`), the link observer's array of 30 words and the share suspicion's array
 of three floats. Held as Python objects they take about 1.2 KB and 14 objects; packed
-here they are one `bytes` of about 400, read back in a few microseconds. So an account
-without a call for a few minutes (most of a fleet: a few dozen calls a day) is kept
-packed, and unpacked at its next call.
+here they are one `bytes` of 250-700 (the counters stored sparse), read back in a few
+microseconds. So an account without a call for a few minutes (most of a fleet: a few
+dozen calls a day) is kept packed, and unpacked at its next call.
 
 Layout, little-endian: a header (`_HEADER`: layout, time of the account's last call),
 then either the compact body (`_BODY`, then the arrays it counts) or, for any state the

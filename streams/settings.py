@@ -117,7 +117,7 @@ class Settings(BaseSettings):
     state_pack_s: float = _env(
         "DISTILLWATCH_STATE_PACK_S",
         "event-time seconds without a call after which an account's state is kept packed in"
-        " memory (its snapshot, about 450 bytes; unpacked at its next call)", default=300.0,
+        " memory (its snapshot, 250-700 bytes; unpacked at its next call)", default=300.0,
         gt=0,
     )
     state_idle_s: float = _env(

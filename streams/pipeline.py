@@ -125,7 +125,7 @@ class PipelineStats:
     state_restored: int = 0  # changelog records replayed into the local store at assignment
     state_written: int = 0  # account snapshots written to the store and changelog
     accounts_loaded: int = 0  # accounts read back from the store at their next call
-    accounts_packed: int = 0  # idle accounts packed in memory (their snapshot is stored)
+    accounts_packed: int = 0  # idle accounts packed in memory
     accounts_unpacked: int = 0  # packed accounts unpacked at their next call
     accounts_evicted: int = 0  # idle accounts that left memory (their snapshot is stored)
     snapshots_unreadable: int = 0  # snapshots of another format version: account restarted
@@ -186,9 +186,13 @@ class Pipeline:
         self._store_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state")
         self._held: set[int] = set()  # partitions whose accounts' state this worker holds
         self._dirty: set[AccountKey] = set()  # accounts changed since their last snapshot
-        # Accounts idle for `state_pack_s`, stored and unchanged since, kept in memory as
-        # their snapshot (250-700 bytes instead of 1.2 KB of objects): store key -> value.
+        # Accounts idle for `state_pack_s`, kept in memory as their snapshot (250-700
+        # bytes instead of 1.2 KB of objects): store key -> value. Those whose snapshot is
+        # not written yet are also in `_unwritten`; the next checkpoint writes the packed
+        # bytes as they are. (An account in `_dirty` is always in memory, unpacked: the
+        # drain relies on it.)
         self._packed: dict[bytes, bytes] = {}
+        self._unwritten: set[bytes] = set()
         self._checkpoint_lock = asyncio.Lock()
         self._shared_restored = False
         self._next_shared = 0.0  # monotonic time of the next shared-models snapshot
@@ -425,7 +429,7 @@ class Pipeline:
         snapshot: when accounts arrive faster than snapshots are written (a replay, a
         flood of new keys), memory then holds the accounts of the last `state_idle_s`,
         not everything read so far."""
-        if self.store is not None and len(self._dirty) > DIRTY_MAX:
+        if self.store is not None and len(self._dirty) + len(self._unwritten) > DIRTY_MAX:
             await self._checkpoint()
 
     async def _drain_timer(self) -> None:
@@ -630,6 +634,9 @@ class Pipeline:
         if value is not None:
             self._import(key, value)
             self.stats.accounts_unpacked += 1
+            if stored_key in self._unwritten:  # in memory again, and still to be written
+                self._unwritten.discard(stored_key)
+                self._dirty.add(key)
             return
         partition = partition_for(key[1], self.settings.topic_partitions)
         value = self.store.get(partition, stored_key)
@@ -651,7 +658,15 @@ class Pipeline:
             self.suspicion.share.import_account(account_id, share)
         return True
 
-    def _snapshot(self, key: AccountKey) -> tuple[int, bytes, bytes] | None:
+    def _snapshot(self, key: AccountKey | bytes) -> tuple[int, bytes, bytes] | None:
+        """(partition, store key, snapshot) of an account in memory: encoded if it is live,
+        its packed bytes (given by store key) if it is packed; None if it is neither."""
+        if isinstance(key, bytes):
+            value = self._packed.get(key)
+            if value is None:  # unpacked since: the account is live, and dirty again
+                return None
+            partition = partition_for(split_account_key(key)[1], self.settings.topic_partitions)
+            return partition, key, value
         tenant_id, account_id = key
         account = self.engine.account_state(tenant_id, account_id)
         if account is None:
@@ -677,7 +692,8 @@ class Pipeline:
             # found when it began, which must be the set this checkpoint takes or the
             # next one will (else an account could leave memory without being written).
             async with self._drain_lock:
-                dirty, self._dirty = list(self._dirty), set()
+                dirty: list[AccountKey | bytes] = [*self._dirty, *self._unwritten]
+                self._dirty, self._unwritten = set(), set()
             # In chunks, so that a checkpoint of many accounts holds little memory at once
             # and calls go on between chunks (an account changed meanwhile is dirty again).
             for start in range(0, max(len(dirty), 1), CHECKPOINT_CHUNK):
@@ -695,7 +711,12 @@ class Pipeline:
                                                          records)
                 except Exception as exc:  # keep the accounts dirty: the next checkpoint retries
                     log.error("state checkpoint failed, will retry: %s", exc)
-                    self._dirty.update(dirty[start:])
+                    for item in dirty[start:]:
+                        if isinstance(item, bytes):
+                            if item in self._packed:  # else unpacked since, and dirty
+                                self._unwritten.add(item)
+                        elif self.engine.account_state(*item) is not None:
+                            self._dirty.add(item)
                     return
                 store.apply(records, offsets)
                 self.stats.state_written += len(records)
@@ -707,23 +728,31 @@ class Pipeline:
             memory.trim()
 
     def _evict_idle(self) -> None:
-        """Accounts idle for `state_pack_s`, stored and unchanged since, are packed; those
-        idle for `state_idle_s` leave memory (their snapshot is in the store)."""
+        """Accounts idle for `state_pack_s` are packed; if changed since their snapshot,
+        the next checkpoint writes the packed bytes. Accounts idle for `state_idle_s`
+        whose snapshot is written leave memory (the store has them).
+
+        Packing does not wait for the store: when snapshots fall behind (a replay of new
+        accounts), the accounts held as objects still follow event time."""
         before = self.watermark - self.settings.state_idle_s
-        dirty, packed, stats = self._dirty, self._packed, self.stats
-        left = 0
+        dirty, packed, unwritten = self._dirty, self._packed, self._unwritten
+        stats, left = self.stats, 0
         for key in self.engine.idle_accounts(self.watermark - self.settings.state_pack_s):
-            if key in dirty:
-                continue
             record = self._snapshot(key)
             self._forget(key)
             left += 1
-            if record is None or last_call_ts(record[2]) < before:
+            if record is None:
+                continue
+            if key in dirty:  # not written yet: it stays packed until it is
+                dirty.discard(key)
+                unwritten.add(record[1])
+            elif last_call_ts(record[2]) < before:
                 stats.accounts_evicted += 1
-            else:
-                packed[record[1]] = record[2]
-                stats.accounts_packed += 1
-        stale = [key for key, value in packed.items() if last_call_ts(value) < before]
+                continue
+            packed[record[1]] = record[2]
+            stats.accounts_packed += 1
+        stale = [key for key, value in packed.items()
+                 if last_call_ts(value) < before and key not in unwritten]
         for key in stale:
             del packed[key]
         stats.accounts_evicted += len(stale)
@@ -765,7 +794,9 @@ class Pipeline:
             # were written: they go too, before the state leaves (nothing awaits between
             # this check and the forgetting below).
             if not any(partition_for(account, count) in partitions
-                       for _, account in self._dirty):
+                       for _, account in self._dirty) and not any(
+                           partition_for(split_account_key(key)[1], count) in partitions
+                           for key in self._unwritten):
                 break
         else:
             log.warning("partitions %s let go with accounts changed since their last snapshot",
@@ -777,6 +808,7 @@ class Pipeline:
             key: value for key, value in self._packed.items()
             if partition_for(split_account_key(key)[1], count) not in partitions
         }
+        self._unwritten &= self._packed.keys()
         self.store.close_partitions(partitions)
         self._held -= partitions
         log.info("let go of the account state of partitions %s", sorted(partitions))
@@ -901,8 +933,9 @@ class Pipeline:
                 "engine": self.engine.accounts_tracked,
                 "link_observer": len(self.observer),
                 "share_suspicion": len(self.suspicion.share),
-                "dirty": len(self._dirty),
+                "dirty": len(self._dirty) + len(self._unwritten),  # waiting for a snapshot
                 "packed": len(self._packed),
+                "packed_unwritten": len(self._unwritten),
             },
             "packed_bytes": sum(map(len, self._packed.values())),
             "merger_calls": len(self.merger),

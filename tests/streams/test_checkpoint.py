@@ -285,3 +285,103 @@ def test_a_partition_let_go_takes_its_packed_accounts(worker: Pipeline) -> None:
     expected = {f"key_{i}" for i in range(10)
                 if partition_for(f"key_{i}", count) != partition_for("key_1", count)}
     assert kept == expected and 0 < len(kept) < 10
+
+
+async def pack_ten_unwritten(worker: Pipeline) -> None:
+    """Ten accounts called, then a sweep (no checkpoint) after event time moved on: they
+    are packed before any snapshot of them is written."""
+    worker.alert_sent.set()  # type: ignore[attr-defined]
+    worker.merger.add(0, calls(10), now=0.0)
+    await worker._drain(everything=True)
+    worker.merger.add(0, [call_of("key_late", LATER)], now=0.0)
+    await worker._drain(everything=True)
+    worker._evict_idle()
+
+
+def test_accounts_not_yet_written_are_packed_and_written_from_their_packed_bytes(
+    worker: Pipeline,
+) -> None:
+    store = worker.store
+    assert isinstance(store, MemoryStore)
+
+    async def run() -> None:
+        await pack_ten_unwritten(worker)
+        assert store.snapshots == {}
+        assert len(worker._unwritten) == 10 and worker._dirty == {("org", "key_late")}
+        packed = dict(worker._packed)
+        await worker._checkpoint(evict=False)
+        assert {k: v for k, v in store.snapshots.items() if k in packed} == packed
+
+    asyncio.run(run())
+    assert worker._unwritten == set() and worker._dirty == set()
+    assert len(store.snapshots) == 11  # the ten, from their packed bytes, and key_late
+
+
+def test_an_unwritten_packed_account_comes_back_with_its_state(worker: Pipeline) -> None:
+    async def run() -> None:
+        await pack_ten_unwritten(worker)
+        worker.merger.add(0, [call_of("key_3", LATER + 1)], now=0.0)
+        await worker._drain(everything=True)
+
+    asyncio.run(run())
+    account = worker.engine.account_state("org", "key_3")
+    assert account is not None
+    state = account.detector_states[0]
+    assert state.counts[0] > 1.0  # two calls counted, not one: the first came back with it
+    assert ("org", "key_3") in worker._dirty and b"org\x1fkey_3" not in worker._unwritten
+    assert worker.stats.accounts_unpacked == 1 and worker.stats.accounts_loaded == 0
+
+
+def test_an_unwritten_packed_account_leaves_memory_only_once_written(
+    worker: Pipeline,
+) -> None:
+    async def run() -> None:
+        await pack_ten_unwritten(worker)
+        worker.watermark = LATER + 10 * worker.settings.state_idle_s
+        worker._evict_idle()
+        # All eleven idle far longer than state_idle_s, none written: all stay, packed.
+        assert len(worker._unwritten) == len(worker._packed) == 11
+        assert worker.stats.accounts_evicted == 0
+        worker._next_eviction = -math.inf
+        await worker._checkpoint()  # writes them, then sweeps
+
+    asyncio.run(run())
+    assert worker._packed == {} and worker._unwritten == set()
+    assert worker.stats.accounts_evicted == 11  # the ten and key_late, all written
+    assert len(worker.store.snapshots) == 11  # type: ignore[union-attr]
+
+
+def test_a_failed_checkpoint_keeps_packed_accounts_to_write(
+    worker: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = worker.store
+    assert isinstance(store, MemoryStore)
+
+    def broken(records: object) -> dict[int, int]:
+        raise RuntimeError("broker down")
+
+    async def run() -> None:
+        await pack_ten_unwritten(worker)
+        with monkeypatch.context() as patch:
+            patch.setattr(store, "send", broken)
+            await worker._checkpoint(evict=False)
+        assert len(worker._unwritten) == 10 and worker._dirty == {("org", "key_late")}
+        await worker._checkpoint(evict=False)
+
+    asyncio.run(run())
+    assert len(store.snapshots) == 11 and worker._unwritten == set()
+
+
+def test_a_partition_let_go_writes_its_unwritten_packed_accounts(worker: Pipeline) -> None:
+    store = worker.store
+    assert isinstance(store, MemoryStore)
+
+    async def run() -> None:
+        await pack_ten_unwritten(worker)
+        worker._held = set(range(worker.settings.topic_partitions))
+        await worker._release(set(worker._held))
+
+    asyncio.run(run())
+    stored = {split_account_key(key)[1] for key in store.snapshots if key != SHARED_KEY}
+    assert stored == {f"key_{i}" for i in range(10)} | {"key_late"}
+    assert worker._packed == {} and worker._unwritten == set()

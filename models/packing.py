@@ -93,9 +93,10 @@ def _pack_compact(
     ))
 
 
-def last_call_ts(value: bytes | memoryview) -> float:
-    """Event time of the packed account's last call (-inf if it has none on record)."""
-    return _HEADER.unpack_from(value)[1]  # type: ignore[no-any-return]
+def last_call_ts(value: bytes | memoryview, offset: int = 0) -> float:
+    """Event time of the last call of the account packed at `offset` of `value` (-inf if
+    it has none on record)."""
+    return _HEADER.unpack_from(value, offset)[1]  # type: ignore[no-any-return]
 
 
 def unpack(value: bytes | memoryview) -> State:

@@ -110,7 +110,7 @@ def decode_snapshot(value: bytes) -> Any | None:
 
 def last_call_ts(value: bytes) -> float:
     """Event time of the last call of the account of a version-3 snapshot."""
-    return packing.last_call_ts(memoryview(value)[2:])
+    return packing.last_call_ts(value, 2)
 
 
 @dataclass(frozen=True)

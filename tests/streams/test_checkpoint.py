@@ -119,8 +119,11 @@ def test_idle_accounts_leave_memory_only_once_stored(worker: Pipeline) -> None:
     async def run() -> None:
         await drain_with_a_checkpoint_inside(worker)
         worker.watermark += 10 * worker.settings.state_idle_s  # every account is idle now
-        worker._next_eviction = -math.inf
-        await worker._checkpoint()
+        # The first sweep packs those not yet stored (the checkpoint then writes them);
+        # the next lets every account go.
+        for _ in range(2):
+            worker._next_eviction = -math.inf
+            await worker._checkpoint()
 
     asyncio.run(run())
     assert worker.store is not None
@@ -342,8 +345,10 @@ def test_an_unwritten_packed_account_leaves_memory_only_once_written(
         # All eleven idle far longer than state_idle_s, none written: all stay, packed.
         assert len(worker._unwritten) == len(worker._packed) == 11
         assert worker.stats.accounts_evicted == 0
-        worker._next_eviction = -math.inf
-        await worker._checkpoint()  # writes them, then sweeps
+        await worker._checkpoint(evict=False)  # writes them
+        assert worker._unwritten == set() and len(worker._packed) == 11
+        worker._next_eviction = worker._next_stale = -math.inf
+        await worker._checkpoint()  # sweeps: written, they may go
 
     asyncio.run(run())
     assert worker._packed == {} and worker._unwritten == set()

@@ -423,7 +423,8 @@ class Pipeline:
         if self.store is not None:
             if self.engine.account_state(*key) is None:
                 self._load(key)
-            self._dirty.add(key)
+            if self.engine.account_state(*key) is not None:  # else the verdict changes nothing
+                self._dirty.add(key)
         return self.engine.apply_verdict(*key, verdict.verdict, verdict.ts.timestamp())
 
     async def _keep_up_with_the_store(self) -> None:
@@ -660,6 +661,10 @@ class Pipeline:
             self.suspicion.share.import_account(account_id, share)
         return True
 
+    def _partition_of(self, stored_key: bytes) -> int:
+        """The by-account partition of the account with this store key."""
+        return partition_for(split_account_key(stored_key)[1], self.settings.topic_partitions)
+
     def _snapshot(self, key: AccountKey | bytes) -> tuple[int, bytes, bytes] | None:
         """(partition, store key, snapshot) of an account in memory: encoded if it is live,
         its packed bytes (given by store key) if it is packed; None if it is neither."""
@@ -667,8 +672,7 @@ class Pipeline:
             value = self._packed.get(key)
             if value is None:  # unpacked since: the account is live, and dirty again
                 return None
-            partition = partition_for(split_account_key(key)[1], self.settings.topic_partitions)
-            return partition, key, value
+            return self._partition_of(key), key, value
         tenant_id, account_id = key
         account = self.engine.account_state(tenant_id, account_id)
         if account is None:
@@ -803,8 +807,7 @@ class Pipeline:
             # this check and the forgetting below).
             if not any(partition_for(account, count) in partitions
                        for _, account in self._dirty) and not any(
-                           partition_for(split_account_key(key)[1], count) in partitions
-                           for key in self._unwritten):
+                           self._partition_of(key) in partitions for key in self._unwritten):
                 break
         else:
             log.warning("partitions %s let go with accounts changed since their last snapshot",
@@ -814,7 +817,7 @@ class Pipeline:
                 self._forget(key)
         self._packed = {
             key: value for key, value in self._packed.items()
-            if partition_for(split_account_key(key)[1], count) not in partitions
+            if self._partition_of(key) not in partitions
         }
         self._unwritten &= self._packed.keys()
         self.store.close_partitions(partitions)

@@ -194,6 +194,9 @@ class Pipeline:
         # drain relies on it.)
         self._packed: dict[bytes, bytes] = {}
         self._unwritten: set[bytes] = set()
+        # What the checkpoint under way took to write and has not written yet: a sweep
+        # between its start and its write packs such an account as unwritten.
+        self._writing: set[AccountKey | bytes] = set()
         self._checkpoint_lock = asyncio.Lock()
         self._shared_restored = False
         self._next_shared = 0.0  # monotonic time of the next shared-models snapshot
@@ -480,12 +483,15 @@ class Pipeline:
             for partition, group in groups.items():
                 await _send_chunks(self.observations, group, encode_observations, partition)
             self.watermark = watermark
-            if store is not None and watermark >= self._next_eviction and (
-                not self._checkpoint_lock.locked()
-            ):
+            if store is not None and watermark >= self._next_eviction:
                 # Event time outran the wall-clock checkpoints (a replay, a backlog): store
-                # and evict now, so memory follows the active accounts at any speed.
-                self._checkpoint_task = asyncio.ensure_future(self._checkpoint())
+                # and evict now, so memory follows the active accounts at any speed. If a
+                # checkpoint is still writing (seconds, when many accounts wait), sweep
+                # here: idle accounts are packed at the pace of event time all the same.
+                if self._checkpoint_lock.locked():
+                    self._sweep()
+                else:
+                    self._checkpoint_task = asyncio.ensure_future(self._checkpoint())
             for alert in engine.advance(watermark):
                 await self._emit(alert)
             if watermark >= self._next_tick:
@@ -694,46 +700,60 @@ class Pipeline:
         however far the store is behind, and written from its packed bytes."""
         if self.store is None:
             return
-        store, loop = self.store, asyncio.get_running_loop()
         async with self._checkpoint_lock:
-            now = time.monotonic()
-            if evict and (self.watermark >= self._next_eviction or now >= self._next_sweep):
-                self._evict_idle()
-                self._next_eviction = next_boundary(self.watermark, EVICT_EVERY_S)
-                self._next_sweep = now + SWEEP_EVERY_S
+            if evict and (self.watermark >= self._next_eviction
+                          or time.monotonic() >= self._next_sweep):
+                self._sweep()
             # Under the drain lock: a drain adds the accounts it changes to the set it
             # found when it began, which must be the set this checkpoint takes or the
             # next one will (else an account could leave memory without being written).
             async with self._drain_lock:
                 dirty: list[AccountKey | bytes] = [*self._dirty, *self._unwritten]
                 self._dirty, self._unwritten = set(), set()
-            # In chunks, so that a checkpoint of many accounts holds little memory at once
-            # and calls go on between chunks (an account changed meanwhile is dirty again).
-            for start in range(0, max(len(dirty), 1), CHECKPOINT_CHUNK):
-                chunk = dirty[start:start + CHECKPOINT_CHUNK]
-                async with self._drain_lock:  # no call changes an account while it is copied
-                    records = [r for r in map(self._snapshot, chunk) if r is not None]
-                    held = sorted(self._held)
-                    if shared and held and start + CHECKPOINT_CHUNK >= len(dirty):
-                        records.append((held[0], SHARED_KEY,
-                                        encode_shared(self.engine.export_shared())))
-                if not records:
-                    continue
-                try:
-                    offsets = await loop.run_in_executor(self._store_executor, store.send,
-                                                         records)
-                except Exception as exc:  # keep the accounts dirty: the next checkpoint retries
-                    log.error("state checkpoint failed, will retry: %s", exc)
-                    for item in dirty[start:]:
-                        if isinstance(item, bytes):
-                            if item in self._packed:  # else unpacked since, and dirty
-                                self._unwritten.add(item)
-                        elif self.engine.account_state(*item) is not None:
-                            self._dirty.add(item)
-                    return
-                store.apply(records, offsets)
-                self.stats.state_written += len(records)
+                self._writing = set(dirty)
+            try:
+                await self._write(dirty, shared)
+            finally:
+                self._writing = set()
             memory.trim()
+
+    async def _write(self, dirty: list[AccountKey | bytes], shared: bool) -> None:
+        """Snapshot and store the accounts a checkpoint took (and the shared models)."""
+        store, loop = self.store, asyncio.get_running_loop()
+        assert store is not None
+        # In chunks, so that a checkpoint of many accounts holds little memory at once
+        # and calls go on between chunks (an account changed meanwhile is dirty again).
+        for start in range(0, max(len(dirty), 1), CHECKPOINT_CHUNK):
+            chunk = dirty[start:start + CHECKPOINT_CHUNK]
+            async with self._drain_lock:  # no call changes an account while it is copied
+                records = [r for r in map(self._snapshot, chunk) if r is not None]
+                held = sorted(self._held)
+                if shared and held and start + CHECKPOINT_CHUNK >= len(dirty):
+                    records.append((held[0], SHARED_KEY,
+                                    encode_shared(self.engine.export_shared())))
+            if not records:
+                continue
+            try:
+                offsets = await loop.run_in_executor(self._store_executor, store.send,
+                                                     records)
+            except Exception as exc:  # keep the accounts dirty: the next checkpoint retries
+                log.error("state checkpoint failed, will retry: %s", exc)
+                for item in dirty[start:]:
+                    if isinstance(item, bytes):
+                        if item in self._packed:  # else unpacked since, and dirty
+                            self._unwritten.add(item)
+                    elif self.engine.account_state(*item) is not None:
+                        self._dirty.add(item)
+                return
+            store.apply(records, offsets)
+            self.stats.state_written += len(records)
+            self._writing.difference_update(chunk)
+
+    def _sweep(self) -> None:
+        """Pack and evict idle accounts now, and set when the next sweep is due."""
+        self._evict_idle()
+        self._next_eviction = next_boundary(self.watermark, EVICT_EVERY_S)
+        self._next_sweep = time.monotonic() + SWEEP_EVERY_S
 
     def _evict_idle(self) -> None:
         """Accounts idle for `state_pack_s` are packed; if changed since their snapshot,
@@ -744,14 +764,14 @@ class Pipeline:
         accounts), the accounts held as objects still follow event time."""
         before = self.watermark - self.settings.state_idle_s
         dirty, packed, unwritten = self._dirty, self._packed, self._unwritten
-        stats, left = self.stats, 0
+        writing, stats, left = self._writing, self.stats, 0
         for key in self.engine.idle_accounts(self.watermark - self.settings.state_pack_s):
             record = self._snapshot(key)
             self._forget(key)
             left += 1
             if record is None:
                 continue
-            if key in dirty:  # not written yet: it stays packed until it is
+            if key in dirty or key in writing:  # not written yet: it stays packed until it is
                 dirty.discard(key)
                 unwritten.add(record[1])
             elif last_call_ts(record[2]) < before:
@@ -759,14 +779,15 @@ class Pipeline:
                 continue
             packed[record[1]] = record[2]
             stats.accounts_packed += 1
-        stale = []
+        stale: list[bytes] = []
         if self.watermark >= self._next_stale:
             # Every packed account is looked at: not at every sweep, at 10^6 it takes 0.3 s.
-            stale = [key for key, value in packed.items()
-                     if last_call_ts(value) < before and key not in unwritten]
+            stale = [stored for stored, value in packed.items()
+                     if last_call_ts(value) < before
+                     and stored not in unwritten and stored not in writing]
             self._next_stale = next_boundary(self.watermark, STALE_EVERY_S)
-        for key in stale:
-            del packed[key]
+        for stored in stale:
+            del packed[stored]
         stats.accounts_evicted += len(stale)
         if stale:
             self._packed = dict(packed)  # a dict keeps its table when emptied: rebuild it

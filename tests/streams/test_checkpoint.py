@@ -390,3 +390,80 @@ def test_a_partition_let_go_writes_its_unwritten_packed_accounts(worker: Pipelin
     stored = {split_account_key(key)[1] for key in store.snapshots if key != SHARED_KEY}
     assert stored == {f"key_{i}" for i in range(10)} | {"key_late"}
     assert worker._packed == {} and worker._unwritten == set()
+
+
+def hold_the_second_chunk(
+    worker: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> tuple[threading.Event, threading.Event]:
+    """Checkpoints write five accounts at a time, and the store's first send waits until
+    the test lets it go on: (writing, go_on)."""
+    monkeypatch.setattr(pipeline_module, "CHECKPOINT_CHUNK", 5)
+    store = worker.store
+    assert isinstance(store, MemoryStore)
+    writing, go_on = threading.Event(), threading.Event()
+    send = store.send
+
+    def slow_send(records: list[tuple[int, bytes, bytes]]) -> dict[int, int]:
+        if not writing.is_set():
+            writing.set()
+            go_on.wait(10)
+        return send(records)
+
+    monkeypatch.setattr(store, "send", slow_send)
+    return writing, go_on
+
+
+async def sweep_in_a_drain_while_writing(worker: Pipeline, writing: threading.Event,
+                                         go_on: threading.Event, ts: float) -> None:
+    """A checkpoint takes what there is to write; while its first chunk is on its way, a
+    drain moves event time to `ts` and, a sweep being due, sweeps (the checkpoint holds
+    its lock). Then the checkpoint finishes, and the next one writes what is left."""
+    checkpoint = asyncio.ensure_future(worker._checkpoint(evict=False))
+    while not writing.is_set():
+        await asyncio.sleep(0.01)
+    worker._next_eviction = worker._next_stale = -math.inf
+    worker.merger.add(0, [call_of("key_later", ts)], now=0.0)
+    await worker._drain(everything=True)
+    assert worker._next_eviction > ts  # the drain swept
+    go_on.set()
+    await checkpoint
+    await worker._checkpoint(evict=False)
+
+
+def test_a_drain_sweeping_during_a_checkpoint_loses_no_account_it_was_writing(
+    worker: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writing, go_on = hold_the_second_chunk(worker, monkeypatch)
+    worker.alert_sent.set()  # type: ignore[attr-defined]
+
+    async def run() -> None:
+        worker.merger.add(0, calls(10), now=0.0)
+        await worker._drain(everything=True)
+        # Far enough on that an account taken by the checkpoint and not yet written
+        # would be let go outright if the sweep thought it stored.
+        await sweep_in_a_drain_while_writing(
+            worker, writing, go_on, LATER + 10 * worker.settings.state_idle_s)
+
+    asyncio.run(run())
+    stored = {split_account_key(key)[1] for key in worker.store.snapshots}  # type: ignore[union-attr]
+    assert stored == {f"key_{i}" for i in range(10)} | {"key_later"}
+    # None was known written when the sweep came (the first five were on their way):
+    # all ten stayed, packed, and were written.
+    assert worker.stats.accounts_evicted == 0 and len(worker._packed) == 10
+    assert worker._unwritten == set() and worker._writing == set()
+
+
+def test_a_stale_look_during_a_checkpoint_keeps_the_packed_accounts_it_writes(
+    worker: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writing, go_on = hold_the_second_chunk(worker, monkeypatch)
+
+    async def run() -> None:
+        await pack_ten_unwritten(worker)  # key_late live and dirty, the ten packed unwritten
+        await sweep_in_a_drain_while_writing(
+            worker, writing, go_on, LATER + 10 * worker.settings.state_idle_s)
+
+    asyncio.run(run())
+    stored = {split_account_key(key)[1] for key in worker.store.snapshots}  # type: ignore[union-attr]
+    assert stored == {f"key_{i}" for i in range(10)} | {"key_late", "key_later"}
+    assert worker._unwritten == set() and worker._writing == set()

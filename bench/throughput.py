@@ -527,7 +527,7 @@ def notes(results: list[Result]) -> list[str]:
             out.append(f"{r.name}: idle memory: anonymous {_mib(proc.get('anonymous', 0))} MiB,"
                        f" files {_mib(proc.get('file', 0))} MiB, Python blocks"
                        f" {proc.get('python_blocks', 0):,}; accounts in memory"
-                       f" {report.get('accounts')}; RocksDB "
+                       f" {report.get('accounts')}; linking {report.get('linking')}; RocksDB "
                        + ", ".join(f"{k} {_mib(v)} MiB" for k, v in rocks.items()))
     for r in results:
         if r.name.startswith("spill_") and not r.error:

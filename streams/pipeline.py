@@ -95,6 +95,11 @@ STREAM_BUFFER_RECORDS = 64  # internal records Faust buffers per stream
 INGEST_IN_FLIGHT = 4  # fetched batches whose sends may await acknowledgement at once
 TAKE_WITHIN_S = 0.05  # ... or whatever arrived within this many seconds (wall clock)
 TICK_EVERY_S = 60.0  # event-time seconds between a detect worker's ticks to the clusterer
+# Link observations a drain sends as soon as it has made them, not at its end: a drain of a
+# backlog (hundreds of thousands of calls) makes about three per call: 1.8 million held at
+# once, most of the worker's peak Python blocks at 10^6 accounts (bench/PROFILE.md, "Sixth
+# pass").
+OBSERVATIONS_SLICE = 30_000
 # Event-time seconds the clusterer stays behind the latest tick: links found by the link
 # stage reach it after the tick of the calls they came from.
 CLUSTER_LATENESS_S = 120.0
@@ -474,14 +479,15 @@ class Pipeline:
                     await self._emit(alert)
                 counted.append(call)
                 scores.append(engine.last_score)
+                if len(observations) >= OBSERVATIONS_SLICE:
+                    await self._send_observations(observations)
+                    observations = []
             if sink is not None:
                 sink.add_calls(counted, scores)
             # The merger releases calls in event-time order: the last one is the latest.
             watermark = max(self.watermark, counted[-1].ts) if counted else self.watermark
             self.stats.events_detected += len(ready)
-            groups = group_by_partition(observations, "hub", self.settings.topic_partitions)
-            for partition, group in groups.items():
-                await _send_chunks(self.observations, group, encode_observations, partition)
+            await self._send_observations(observations)
             self.watermark = watermark
             if store is not None and watermark >= self._next_eviction:
                 # Event time outran the wall-clock checkpoints (a replay, a backlog): store
@@ -500,6 +506,12 @@ class Pipeline:
             if watermark >= self._next_observer_expiry:
                 self.observer.expire(watermark, ACCOUNT_IDLE_S)
                 self._next_observer_expiry = next_boundary(watermark, EXPIRE_EVERY_S)
+
+    async def _send_observations(self, observations: list[LinkObservation]) -> None:
+        """Send link observations to the partitions of their link keys."""
+        groups = group_by_partition(observations, "hub", self.settings.topic_partitions)
+        for partition, group in groups.items():
+            await _send_chunks(self.observations, group, encode_observations, partition)
 
     async def _link(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         """Evidence per link key: which accounts share it, and how much that means."""
@@ -970,6 +982,13 @@ class Pipeline:
                 "packed_unwritten": len(self._unwritten),
             },
             "packed_bytes": sum(map(len, self._packed.values())),
+            # Linking state is held per link key and per linked account, not per account
+            # snapshot: it stays in memory (within its windows) whatever is packed.
+            "linking": {
+                "link_keys": len(self.evidence),
+                "link_members": self.evidence.members_tracked,
+                "campaign_accounts": self.clusters.accounts_tracked,
+            },
             "merger_calls": len(self.merger),
             "rocksdb": self.store.memory() if self.store is not None else {},
         }

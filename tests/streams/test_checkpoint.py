@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from models.linking.observe import LinkObservation
 from models.records import ApiCall
 from schemas.feedback import AnalystVerdict
 from streams import pipeline as pipeline_module
@@ -24,6 +25,7 @@ from streams.internal import partition_for
 from streams.pipeline import Pipeline
 from streams.settings import Settings
 from streams.statestore import SHARED_KEY, split_account_key
+from tests.models.linking.runs import simulated
 
 
 class MemoryStore:
@@ -467,3 +469,62 @@ def test_a_stale_look_during_a_checkpoint_keeps_the_packed_accounts_it_writes(
     stored = {split_account_key(key)[1] for key in worker.store.snapshots}  # type: ignore[union-attr]
     assert stored == {f"key_{i}" for i in range(10)} | {"key_late", "key_later"}
     assert worker._unwritten == set() and worker._writing == set()
+
+
+def test_the_memory_page_counts_the_linking_state_held_outside_account_snapshots(
+    worker: Pipeline,
+) -> None:
+    assert worker.memory_report()["linking"] == {
+        "link_keys": 0, "link_members": 0, "campaign_accounts": 0}
+    for account in ("a", "b", "c"):
+        worker.evidence.add(LinkObservation(
+            "tls", "t13d_build", f"org_{account}", account, 1.8e9, 0.8, 1.8e9))
+    worker.evidence.add(LinkObservation("ip", "10.0.0.1", "org_a", "a", 1.8e9, 0.8, 1.8e9))
+    assert worker.memory_report()["linking"] == {
+        "link_keys": 2, "link_members": 4, "campaign_accounts": 0}
+
+
+def test_a_long_drain_sends_its_link_observations_in_slices_all_of_them_in_order(
+    worker: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drain of a backlog sends link observations as it makes them (else they pile up:
+    about three per call); what it sends is what one send at its end sends."""
+    run = simulated("hydra", duration_s=1800.0, fleet_scale=0.2).calls
+    sent: list[tuple[int, list[LinkObservation]]] = []
+    sent_at: list[int] = []  # accounts the drain had taken in at each send
+    drainer = worker
+
+    async def record(_topic: Any, items: list[Any], _encode: Any, partition: int) -> list[Any]:
+        if items and isinstance(items[0], LinkObservation):
+            sent.append((partition, list(items)))
+            sent_at.append(drainer.engine.accounts_tracked)
+        return []
+
+    async def no_alert(alert: object) -> None:
+        pass
+
+    monkeypatch.setattr(pipeline_module, "_send_chunks", record)
+
+    def drain_all(pipeline: Pipeline, observations_slice: int) -> dict[int, list[Any]]:
+        nonlocal drainer
+        drainer = pipeline
+        sent.clear()
+        sent_at.clear()
+        monkeypatch.setattr(pipeline_module, "OBSERVATIONS_SLICE", observations_slice)
+        monkeypatch.setattr(pipeline, "_emit", no_alert)
+        pipeline.merger.add(0, run, now=0.0)
+        asyncio.run(pipeline._drain(everything=True))
+        by_partition: dict[int, list[Any]] = {}
+        for partition, items in sent:
+            by_partition.setdefault(partition, []).extend(items)
+        return by_partition
+
+    sliced = drain_all(worker, 200)
+    assert len(set(sent_at)) > 3  # sent while the drain went on, not all at its end
+    whole = Pipeline(Settings(state_dir=tmp_path / "whole", clickhouse_url=None))
+    whole.store = MemoryStore()  # type: ignore[assignment]
+    whole._next_eviction = whole._next_tick = math.inf
+    at_the_end = drain_all(whole, 10**9)
+    assert len(set(sent_at)) == 1
+    assert sum(map(len, at_the_end.values())) > 3 * 200
+    assert sliced == at_the_end

@@ -34,7 +34,9 @@ from river import anomaly
 from models.behaviour import FEATURE_NAMES, BehaviourState
 from models.errors import ConfigurationError
 
-_Sample = tuple[str, tuple[str, str], BehaviourState, tuple[float, ...], bool, bool]
+# (cohort, account, state, features, score, learn): the account's state object only when
+# the sample is scored (its percentile is written there); a sample only learnt holds None.
+_Sample = tuple[str, tuple[str, str], BehaviourState | None, tuple[float, ...], bool, bool]
 AGE_BANDS_DAYS = ((7.0, "new"), (90.0, "young"))
 
 
@@ -97,7 +99,7 @@ class CohortModels:
         self.seed = seed
         self.cohorts: dict[str, Cohort] = {}
         self._pending: dict[int, list[_Sample]] = {}
-        self._sampled: dict[tuple[str, str], int] = {}  # account -> its samples pending
+        self._sampled: dict[tuple[str, str], int] = {}  # account -> its scored samples pending
         self._next_final = float("inf")
 
     def epoch(self, ts: float) -> int:
@@ -114,16 +116,20 @@ class CohortModels:
         score: bool,
         learn: bool,
     ) -> None:
-        """Queue one account's vector for `epoch`; the caller offers once per epoch."""
-        self._pending.setdefault(epoch, []).append((cohort, key, state, features, score, learn))
-        self._sampled[key] = self._sampled.get(key, 0) + 1
+        """Queue one account's vector for `epoch`; the caller offers once per epoch. Only
+        a sample to be scored keeps the account's state object (see `is_sampled`)."""
+        self._pending.setdefault(epoch, []).append(
+            (cohort, key, state if score else None, features, score, learn))
+        if score:
+            self._sampled[key] = self._sampled.get(key, 0) + 1
         final_at = (epoch + 1) * self.epoch_s + self.lateness_s
         if final_at < self._next_final:
             self._next_final = final_at
 
     def is_sampled(self, key: tuple[str, str]) -> bool:
-        """Whether the account has a sample not yet scored. The sample holds the account's
-        state object, into which scoring writes the cohort percentile."""
+        """Whether the account has a sample to be scored in an epoch not yet final. The
+        sample holds the account's state object, into which scoring writes the cohort
+        percentile. (A sample only learnt from holds nothing of the account.)"""
         return key in self._sampled
 
     def restore_pending(self, pending: dict[int, list[_Sample]]) -> None:
@@ -132,7 +138,8 @@ class CohortModels:
         self._sampled = {}
         for samples in pending.values():
             for sample in samples:
-                self._sampled[sample[1]] = self._sampled.get(sample[1], 0) + 1
+                if sample[4]:
+                    self._sampled[sample[1]] = self._sampled.get(sample[1], 0) + 1
         self._next_final = min(
             ((e + 1) * self.epoch_s + self.lateness_s for e in pending), default=float("inf")
         )
@@ -158,9 +165,10 @@ class CohortModels:
     def _finalise(self, samples: list[_Sample], epoch: int, final_at: float) -> None:
         sampled = self._sampled
         for sample in samples:
-            left = sampled.pop(sample[1]) - 1
-            if left:
-                sampled[sample[1]] = left
+            if sample[4]:
+                left = sampled.pop(sample[1]) - 1
+                if left:
+                    sampled[sample[1]] = left
         # A fixed order that does not depend on arrival; learners beyond the cap of
         # their cohort (taken in a scrambled but reproducible order) are only scored.
         samples.sort(key=lambda s: (s[0], zlib.crc32(f"{epoch}|{s[1][0]}|{s[1][1]}".encode())))
@@ -190,7 +198,8 @@ class CohortModels:
             if cohort.learnt < self.window_size:
                 continue  # the trees have not seen a full window: scores mean nothing yet
             score = cohort.model.score_one(x)  # type: ignore[no-untyped-call]
-            if score_it and cohort.learnt >= self.min_learnt and len(cohort.ordered) >= 50:
+            if (score_it and state is not None and cohort.learnt >= self.min_learnt
+                    and len(cohort.ordered) >= 50):
                 rank = bisect.bisect_left(cohort.ordered, score) / len(cohort.ordered)
                 state.cohort = (usable_from << 10) | min(1000, round(1000 * rank))
             if learn_it:

@@ -736,8 +736,9 @@ class DetectionEngine:
 
     @staticmethod
     def shared_accounts(shared: dict[str, Any]) -> set[AccountKey]:
-        """Accounts that `shared` samples refer to: import them before `import_shared`."""
-        return {s[1] for samples in (shared["pending"] or {}).values() for s in samples}
+        """Accounts whose state `shared` samples are to be scored into: import them before
+        `import_shared`."""
+        return {s[1] for samples in (shared["pending"] or {}).values() for s in samples if s[4]}
 
     def import_shared(self, shared: dict[str, Any]) -> None:
         """Restore what `export_shared` returned (of an engine with the same configuration)."""
@@ -747,13 +748,16 @@ class DetectionEngine:
             cohorts.cohorts = shared["cohorts"]
             if index is not None:
                 accounts = self._accounts
-                # Samples of accounts not held, or taken with another feature vector (an
-                # older version), are left out: their epoch goes on without them.
+                # Samples to be scored of accounts not held, or taken with another feature
+                # vector (an older version), are left out: their epoch goes on without them.
+                # A sample only learnt from needs no account.
                 width = len(FEATURE_NAMES)
                 pending = {
                     epoch: [
-                        (s[0], s[1], accounts[s[1]].detector_states[index], *s[3:])
-                        for s in samples if s[1] in accounts and len(s[3]) == width
+                        (s[0], s[1], accounts[s[1]].detector_states[index] if s[4] else None,
+                         *s[3:])
+                        for s in samples
+                        if (not s[4] or s[1] in accounts) and len(s[3]) == width
                     ]
                     for epoch, samples in (shared["pending"] or {}).items()
                 }

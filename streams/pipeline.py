@@ -98,7 +98,7 @@ TICK_EVERY_S = 60.0  # event-time seconds between a detect worker's ticks to the
 # Link observations a drain sends as soon as it has made them, not at its end: a drain of a
 # backlog (hundreds of thousands of calls) makes about three per call: 1.8 million held at
 # once, most of the worker's peak Python blocks at 10^6 accounts (bench/PROFILE.md, "Sixth
-# pass").
+# pass"). At the same points a long drain sweeps idle accounts when a sweep is due.
 OBSERVATIONS_SLICE = 30_000
 # Event-time seconds the clusterer stays behind the latest tick: links found by the link
 # stage reach it after the tick of the calls they came from.
@@ -482,6 +482,11 @@ class Pipeline:
                 if len(observations) >= OBSERVATIONS_SLICE:
                     await self._send_observations(observations)
                     observations = []
+                    if store is not None and call.ts >= self._next_eviction:
+                        # A drain of a backlog spans minutes of event time: accounts that
+                        # went idle in it are packed on the way, not after it.
+                        self.watermark = max(self.watermark, call.ts)
+                        self._sweep()
             if sink is not None:
                 sink.add_calls(counted, scores)
             # The merger releases calls in event-time order: the last one is the latest.

@@ -81,3 +81,21 @@ def test_idle_accounts_leave_memory_and_come_back_unchanged() -> None:
     assert all(engine.account_state(*k) is not None for k, a in
                ((k, reference.account_state(*k)) for k in reference.accounts())
                if a is not None and a.episode is not None)
+
+
+def test_samples_only_learnt_from_come_back_without_their_accounts() -> None:
+    calls = _calls()
+    first = DetectionEngine()
+    for call in calls[: len(calls) // 2]:
+        first.process(call)
+    shared = _copy(first.export_shared())
+    samples = [s for epoch in shared["pending"].values() for s in epoch]
+    assert any(s[4] for s in samples) and any(not s[4] for s in samples)
+    # Only the accounts of samples to be scored need to be in memory first...
+    assert DetectionEngine.shared_accounts(shared) == {s[1] for s in samples if s[4]}
+    second = DetectionEngine()
+    second.import_shared(shared)  # ... and with none imported, the others still come back
+    assert second.cohorts is not None
+    back = [s for epoch in second.cohorts._pending.values() for s in epoch]
+    assert [s[1] for s in back] == [s[1] for s in samples if not s[4]]
+    assert all(s[2] is None for s in back)

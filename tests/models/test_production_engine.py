@@ -153,6 +153,24 @@ def test_a_new_account_is_compared_with_its_peers() -> None:
     assert odd.cohort >> 10 == 5 * 600  # usable from the moment the epoch was final
 
 
+def test_only_a_sample_to_be_scored_holds_its_account() -> None:
+    """A scored sample writes its percentile into the account's state object, so that
+    account must stay in memory until its epoch is final; a sample only learnt from
+    writes nothing and holds nothing of the account, which may be packed meanwhile."""
+    cohorts = CohortModels(epoch_s=600, lateness_s=0, learn_every=1)
+    rng = random.Random(3)
+    scored, learnt = BehaviourState(), BehaviourState()
+    cohorts.offer("new/single_turn", ("org", "scored"), scored, _peer(rng), 0,
+                  score=True, learn=True)
+    cohorts.offer("new/single_turn", ("org", "learnt"), learnt, _peer(rng), 0,
+                  score=False, learn=True)
+    assert cohorts.is_sampled(("org", "scored")) and not cohorts.is_sampled(("org", "learnt"))
+    assert [sample[2] for sample in cohorts._pending[0]] == [scored, None]
+    cohorts.advance(600.0)
+    assert not cohorts.is_sampled(("org", "scored")) and cohorts._pending == {}
+    assert cohorts.cohorts["new/single_turn"].learnt == 2  # both learnt from
+
+
 def test_cohort_results_do_not_depend_on_arrival_order() -> None:
     def percentiles(order: list[int]) -> list[int]:
         cohorts = CohortModels(window_size=20, min_learnt=25, learn_every=1, lateness_s=0)

@@ -528,3 +528,48 @@ def test_a_long_drain_sends_its_link_observations_in_slices_all_of_them_in_order
     assert len(set(sent_at)) == 1
     assert sum(map(len, at_the_end.values())) > 3 * 200
     assert sliced == at_the_end
+
+
+def test_a_long_drain_packs_the_accounts_that_go_idle_in_it_and_alerts_as_without(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two hours of a hydra campaign in one drain (a backlog): sweeping on the way packs
+    accounts and unpacks them at their next call, and changes no alert and no link
+    observation against the same drain without sweeps."""
+    run = simulated("hydra", duration_s=7200.0, fleet_scale=0.2).calls
+    monkeypatch.setattr(pipeline_module, "OBSERVATIONS_SLICE", 200)
+    sent: list[Any] = []
+
+    async def record(_topic: Any, items: list[Any], _encode: Any, partition: int) -> list[Any]:
+        sent.extend((partition, item) for item in items)
+        return []
+
+    monkeypatch.setattr(pipeline_module, "_send_chunks", record)
+
+    def drain_all(name: str, sweeps: bool) -> tuple[Pipeline, list[Any], list[Any]]:
+        pipeline = Pipeline(Settings(state_dir=tmp_path / name, clickhouse_url=None))
+        pipeline.store = MemoryStore()  # type: ignore[assignment]
+        pipeline._next_tick = math.inf
+        pipeline._next_eviction = -math.inf if sweeps else math.inf
+        alerts: list[Any] = []
+
+        async def emit(alert: Any) -> None:
+            alerts.append(alert)
+
+        async def drain() -> None:
+            pipeline.merger.add(0, run, now=0.0)
+            await pipeline._drain(everything=True)
+            if pipeline._checkpoint_task is not None:
+                await pipeline._checkpoint_task
+
+        monkeypatch.setattr(pipeline, "_emit", emit)
+        sent.clear()
+        asyncio.run(drain())
+        return pipeline, alerts, list(sent)
+
+    swept, alerts, observations = drain_all("swept", sweeps=True)
+    whole, alerts_whole, observations_whole = drain_all("whole", sweeps=False)
+    assert swept.stats.accounts_packed > 0 and swept.stats.accounts_unpacked > 0
+    assert whole.stats.accounts_packed == 0
+    assert len(alerts) > 0 and alerts == alerts_whole
+    assert observations == observations_whole

@@ -35,7 +35,8 @@ from models.behaviour import FEATURE_NAMES, BehaviourState
 from models.errors import ConfigurationError
 
 # (cohort, account, state, features, score, learn): the account's state object only when
-# the sample is scored (its percentile is written there); a sample only learnt holds None.
+# the sample is scored (its percentile is written there); a sample only learnt from holds
+# None.
 _Sample = tuple[str, tuple[str, str], BehaviourState | None, tuple[float, ...], bool, bool]
 AGE_BANDS_DAYS = ((7.0, "new"), (90.0, "young"))
 

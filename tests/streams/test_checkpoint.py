@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -484,50 +485,67 @@ def test_the_memory_page_counts_the_linking_state_held_outside_account_snapshots
         "link_keys": 2, "link_members": 4, "campaign_accounts": 0}
 
 
+@dataclass
+class Drained:
+    """What one drain of a whole run did: its alerts, and each send of link observations
+    with the accounts the engine held at that moment."""
+
+    pipeline: Pipeline
+    alerts: list[Any]
+    sends: list[tuple[int, int, list[LinkObservation]]]  # (accounts held, partition, items)
+
+    def by_partition(self) -> dict[int, list[LinkObservation]]:
+        out: dict[int, list[LinkObservation]] = {}
+        for _, partition, items in self.sends:
+            out.setdefault(partition, []).extend(items)
+        return out
+
+
+def drain_in_one(run: list[ApiCall], path: Path, monkeypatch: pytest.MonkeyPatch, *,
+                 observations_slice: int, sweeps: bool) -> Drained:
+    """A fresh pipeline (its store in memory, no ticks) takes `run` in one drain, as from a
+    backlog; sweeps are due from the start if `sweeps`, else never."""
+    pipeline = Pipeline(Settings(state_dir=path, clickhouse_url=None))
+    pipeline.store = MemoryStore()  # type: ignore[assignment]
+    pipeline._next_tick = math.inf
+    pipeline._next_eviction = -math.inf if sweeps else math.inf
+    drained = Drained(pipeline, [], [])
+
+    async def record(_topic: Any, items: list[Any], _encode: Any, partition: int) -> list[Any]:
+        drained.sends.append((pipeline.engine.accounts_tracked, partition, list(items)))
+        return []
+
+    async def emit(alert: Any) -> None:
+        drained.alerts.append(alert)
+
+    async def drain() -> None:
+        pipeline.merger.add(0, run, now=0.0)
+        await pipeline._drain(everything=True)
+        if pipeline._checkpoint_task is not None:
+            await pipeline._checkpoint_task
+
+    monkeypatch.setattr(pipeline_module, "_send_chunks", record)
+    monkeypatch.setattr(pipeline_module, "OBSERVATIONS_SLICE", observations_slice)
+    monkeypatch.setattr(pipeline, "_emit", emit)
+    asyncio.run(drain())
+    return drained
+
+
 def test_a_long_drain_sends_its_link_observations_in_slices_all_of_them_in_order(
-    worker: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A drain of a backlog sends link observations as it makes them (else they pile up:
     about three per call); what it sends is what one send at its end sends."""
     run = simulated("hydra", duration_s=1800.0, fleet_scale=0.2).calls
-    sent: list[tuple[int, list[LinkObservation]]] = []
-    sent_at: list[int] = []  # accounts the drain had taken in at each send
-    drainer = worker
-
-    async def record(_topic: Any, items: list[Any], _encode: Any, partition: int) -> list[Any]:
-        if items and isinstance(items[0], LinkObservation):
-            sent.append((partition, list(items)))
-            sent_at.append(drainer.engine.accounts_tracked)
-        return []
-
-    async def no_alert(alert: object) -> None:
-        pass
-
-    monkeypatch.setattr(pipeline_module, "_send_chunks", record)
-
-    def drain_all(pipeline: Pipeline, observations_slice: int) -> dict[int, list[Any]]:
-        nonlocal drainer
-        drainer = pipeline
-        sent.clear()
-        sent_at.clear()
-        monkeypatch.setattr(pipeline_module, "OBSERVATIONS_SLICE", observations_slice)
-        monkeypatch.setattr(pipeline, "_emit", no_alert)
-        pipeline.merger.add(0, run, now=0.0)
-        asyncio.run(pipeline._drain(everything=True))
-        by_partition: dict[int, list[Any]] = {}
-        for partition, items in sent:
-            by_partition.setdefault(partition, []).extend(items)
-        return by_partition
-
-    sliced = drain_all(worker, 200)
-    assert len(set(sent_at)) > 3  # sent while the drain went on, not all at its end
-    whole = Pipeline(Settings(state_dir=tmp_path / "whole", clickhouse_url=None))
-    whole.store = MemoryStore()  # type: ignore[assignment]
-    whole._next_eviction = whole._next_tick = math.inf
-    at_the_end = drain_all(whole, 10**9)
-    assert len(set(sent_at)) == 1
-    assert sum(map(len, at_the_end.values())) > 3 * 200
-    assert sliced == at_the_end
+    sliced = drain_in_one(run, tmp_path / "sliced", monkeypatch,
+                          observations_slice=200, sweeps=False)
+    # Sent while the drain went on, not all at its end.
+    assert len({held for held, _, _ in sliced.sends}) > 3
+    whole = drain_in_one(run, tmp_path / "whole", monkeypatch,
+                         observations_slice=10**9, sweeps=False)
+    assert len({held for held, _, _ in whole.sends}) == 1
+    assert sum(map(len, whole.by_partition().values())) > 3 * 200
+    assert sliced.by_partition() == whole.by_partition()
 
 
 def test_a_long_drain_packs_the_accounts_that_go_idle_in_it_and_alerts_as_without(
@@ -537,39 +555,13 @@ def test_a_long_drain_packs_the_accounts_that_go_idle_in_it_and_alerts_as_withou
     accounts and unpacks them at their next call, and changes no alert and no link
     observation against the same drain without sweeps."""
     run = simulated("hydra", duration_s=7200.0, fleet_scale=0.2).calls
-    monkeypatch.setattr(pipeline_module, "OBSERVATIONS_SLICE", 200)
-    sent: list[Any] = []
-
-    async def record(_topic: Any, items: list[Any], _encode: Any, partition: int) -> list[Any]:
-        sent.extend((partition, item) for item in items)
-        return []
-
-    monkeypatch.setattr(pipeline_module, "_send_chunks", record)
-
-    def drain_all(name: str, sweeps: bool) -> tuple[Pipeline, list[Any], list[Any]]:
-        pipeline = Pipeline(Settings(state_dir=tmp_path / name, clickhouse_url=None))
-        pipeline.store = MemoryStore()  # type: ignore[assignment]
-        pipeline._next_tick = math.inf
-        pipeline._next_eviction = -math.inf if sweeps else math.inf
-        alerts: list[Any] = []
-
-        async def emit(alert: Any) -> None:
-            alerts.append(alert)
-
-        async def drain() -> None:
-            pipeline.merger.add(0, run, now=0.0)
-            await pipeline._drain(everything=True)
-            if pipeline._checkpoint_task is not None:
-                await pipeline._checkpoint_task
-
-        monkeypatch.setattr(pipeline, "_emit", emit)
-        sent.clear()
-        asyncio.run(drain())
-        return pipeline, alerts, list(sent)
-
-    swept, alerts, observations = drain_all("swept", sweeps=True)
-    whole, alerts_whole, observations_whole = drain_all("whole", sweeps=False)
-    assert swept.stats.accounts_packed > 0 and swept.stats.accounts_unpacked > 0
-    assert whole.stats.accounts_packed == 0
-    assert len(alerts) > 0 and alerts == alerts_whole
-    assert observations == observations_whole
+    swept = drain_in_one(run, tmp_path / "swept", monkeypatch,
+                         observations_slice=200, sweeps=True)
+    whole = drain_in_one(run, tmp_path / "whole", monkeypatch,
+                         observations_slice=200, sweeps=False)
+    assert swept.pipeline.stats.accounts_packed > 0
+    assert swept.pipeline.stats.accounts_unpacked > 0
+    assert whole.pipeline.stats.accounts_packed == 0
+    assert len(swept.alerts) > 0 and swept.alerts == whole.alerts
+    assert [(p, item) for _, p, items in swept.sends for item in items] == [
+        (p, item) for _, p, items in whole.sends for item in items]

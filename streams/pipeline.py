@@ -88,6 +88,12 @@ INGEST_MAX_RECORDS = 2_000  # input records fetched at once
 # alternating runs, 250,000 gave 19-20 (bench/PROFILE.md, "Fifth pass").
 INGEST_SLICE_CALLS = 250_000
 INGEST_FETCH_BYTES = 16 * 1024 * 1024  # bytes the input consumer fetches at once
+# Bytes of input values taken from the consumer at once, after decompression: what a fetch
+# sets compressed is no bound (records of 1,000 events compress five to ten times). Records
+# are taken by count, so the count follows the sizes of the records seen (see
+# `IngestBudget`).
+INGEST_TAKE_BYTES = 32 * 1024 * 1024
+FIRST_TAKE_RECORDS = 16
 # Items (calls, observations, edges) per internal record: about 0.5 MB at most, under the
 # broker's default 1 MiB limit, however many one batch of input produces.
 INTERNAL_MAX_ITEMS = 1_000
@@ -141,6 +147,26 @@ class PipelineStats:
 def engine_from_settings(settings: Settings) -> DetectionEngine:
     """The detection core configured as this deployment wants it."""
     return DetectionEngine(fire_threshold=settings.fire_threshold, quiet_s=settings.quiet_s)
+
+
+class IngestBudget:
+    """How many input records to take at once so that their values come to about
+    `take_bytes`: from the mean size of the records last taken, at most `max_records`.
+    Single events (about 1 KB) are taken `max_records` at a time; records of 1,000 events
+    (about 750 KB) a few dozen."""
+
+    def __init__(self, take_bytes: int, max_records: int) -> None:
+        self.take_bytes = take_bytes
+        self.max_records = max_records
+        # Until sizes are known, a few: a first take of the largest count could be a
+        # backlog of batches, hundreds of megabytes (and a heap the worker keeps).
+        self.records = min(max_records, FIRST_TAKE_RECORDS)
+
+    def took(self, records: Sequence[Any]) -> None:
+        """Learn from the records just taken (objects with a `value` of bytes or None)."""
+        if records:
+            size = sum(len(r.value or b"") for r in records) / len(records)
+            self.records = max(1, min(self.max_records, int(self.take_bytes // max(size, 1))))
 
 
 def next_boundary(ts: float, every_s: float) -> float:
@@ -310,13 +336,14 @@ class Pipeline:
         # while the broker acknowledges the previous ones, and offsets are committed in
         # order as their batches complete.
         in_flight: deque[tuple[asyncio.Future[Any], dict[Any, int]]] = deque()
+        budget = IngestBudget(INGEST_TAKE_BYTES, INGEST_MAX_RECORDS)
         try:
             while True:
-                batches = await consumer.getmany(timeout_ms=200, max_records=INGEST_MAX_RECORDS)
+                batches = await consumer.getmany(timeout_ms=200, max_records=budget.records)
                 if batches:
-                    sent = await self._ingest_batch(
-                        [record for records in batches.values() for record in records]
-                    )
+                    records = [record for records in batches.values() for record in records]
+                    budget.took(records)
+                    sent = await self._ingest_batch(records)
                     offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
                     in_flight.append((asyncio.ensure_future(asyncio.gather(*sent)), offsets))
                     if len(in_flight) > INGEST_IN_FLIGHT:

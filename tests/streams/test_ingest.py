@@ -55,3 +55,20 @@ def test_a_large_fetch_is_sent_in_slices_and_nothing_is_lost(
     partitions = worker.settings.topic_partitions
     assert all(partition == partition_for(call.account_id, partitions) for partition, call in sent)
     assert worker.stats.events_valid == 24 and worker.stats.records_in == 4
+
+
+def test_the_input_is_taken_in_counts_that_follow_the_size_of_its_records() -> None:
+    budget = pipeline_module.IngestBudget(take_bytes=1_000_000, max_records=2_000)
+
+    def take(*sizes: int | None) -> int:
+        budget.took([SimpleNamespace(value=None if n is None else b"x" * n) for n in sizes])
+        return budget.records
+
+    # Before any size is known a backlog of batches must not come in all at once.
+    assert budget.records == pipeline_module.FIRST_TAKE_RECORDS
+    assert take(1_000, 1_000) == 1_000  # single events: a thousand make the budget
+    assert take(100) == 2_000  # smaller still: capped at the most per fetch
+    assert take(50_000, 150_000) == 10  # batches: a few at a time
+    assert take() == 10  # an empty take teaches nothing
+    assert take(5_000_000) == 1  # one record over the budget: still one at a time
+    assert take(None, None) == 2_000  # tombstones (no value) weigh nothing

@@ -1,8 +1,9 @@
 """The ClickHouse sink: per-minute account aggregates, alerts and dead letters, batched.
 
-Rows are buffered in memory and written in one insert per table when `flush()` runs: on a
-wall-clock timer in the worker, and once more on shutdown, so a clean stop loses nothing.
-A failed insert puts its rows back into the buffer to be tried again at the next flush.
+Rows are buffered in memory and written when `flush()` runs (one insert per table, per
+`MINUTE_ROWS_PER_INSERT` minute rows): on a wall-clock timer in the worker, and once more
+on shutdown, so a clean stop loses nothing. A failed insert puts the rows not yet written
+back into the buffer to be tried again at the next flush.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
@@ -86,6 +88,7 @@ class MinuteAggregate:
         self.max_score = max(self.max_score, other.max_score)
 
 
+MINUTE_ROWS_PER_INSERT = 50_000
 MinuteKey = tuple[int, str, str]  # (minute start in epoch seconds, tenant_id, account_id)
 
 
@@ -185,10 +188,15 @@ class ClickHouseSink:
             members, self._members = self._members, []
         written = 0
         try:
-            if minutes:
+            while minutes:
+                # In inserts of at most MINUTE_ROWS_PER_INSERT: a backlog's flush can hold
+                # hundreds of thousands of rows, and their columns all at once would raise
+                # the worker's heap for good. Rows leave `minutes` once inserted, so a
+                # failure keeps (and retries) only those not written.
+                keys = list(islice(minutes, MINUTE_ROWS_PER_INSERT))
+                aggs = [minutes[key] for key in keys]
                 # Column by column, as the native format is: no rows to build and take
                 # apart again; minutes as epoch seconds, which a DateTime column takes.
-                keys, aggs = list(minutes), list(minutes.values())
                 columns = [
                     [m for m, _, _ in keys], [t for _, t, _ in keys], [a for _, _, a in keys],
                     [g.requests for g in aggs], [g.input_tokens for g in aggs],
@@ -199,9 +207,11 @@ class ClickHouseSink:
                 ]
                 self.client.insert(f"{self.database}.account_minute_in", columns,
                                    column_names=MINUTE_COLUMNS, column_oriented=True)
+                del columns, aggs
+                for key in keys:
+                    del minutes[key]
                 self.rows_written["account_minute"] += len(keys)
                 written += len(keys)
-                minutes = {}
             for table, columns, rows in (
                 ("alerts", ALERT_COLUMNS, alerts),
                 ("dead_letters", DEAD_LETTER_COLUMNS, dead_letters),

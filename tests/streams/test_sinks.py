@@ -73,3 +73,31 @@ def test_a_drain_of_calls_aggregates_as_the_calls_one_by_one() -> None:
     with pytest.raises(ValueError):  # a score for every call, or nothing is counted
         drained.add_calls(calls, scores[:-1])
     assert drained._minutes == one_by_one._minutes
+
+
+def test_a_large_flush_inserts_in_parts_and_a_failure_keeps_only_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("streams.sinks.MINUTE_ROWS_PER_INSERT", 2)
+
+    class FailsAtTheSecondInsert(FailingClient):
+        calls = 0
+
+        def insert(self, table: str, data: list[list[Any]], column_names: list[str],
+                   column_oriented: bool = False) -> None:
+            self.calls += 1
+            self.fail = self.calls == 2
+            super().insert(table, data, column_names, column_oriented)
+
+    client = FailsAtTheSecondInsert()
+    sink = ClickHouseSink(client, "db")  # type: ignore[arg-type]
+    sink.add_calls([call(60.0 * m, account=f"a{m}") for m in range(5)], [0.5] * 5)
+    with pytest.raises(ConnectionError):  # the second insert fails
+        sink.flush()
+    assert [len(rows) for _, rows in client.inserted] == [2]
+    assert sink.pending == 3  # what the first insert wrote is not kept to be written again
+    assert sink.flush() == 3
+    assert [len(rows) for _, rows in client.inserted] == [2, 2, 1]
+    written = sorted(row[2] for _, rows in client.inserted for row in rows)
+    assert written == ["a0", "a1", "a2", "a3", "a4"]
+    assert sink.rows_written["account_minute"] == 5 and sink.pending == 0

@@ -359,6 +359,29 @@ def test_an_unwritten_packed_account_leaves_memory_only_once_written(
     assert len(worker.store.snapshots) == 11  # type: ignore[union-attr]
 
 
+def test_accounts_found_too_long_idle_before_they_were_written_go_at_the_next_sweep(
+    worker: Pipeline,
+) -> None:
+    """Not only at the next look at every packed account (ten minutes of event time on):
+    in a replay that outruns the store that would hold hundreds of thousands of them."""
+
+    async def run() -> None:
+        await pack_ten_unwritten(worker)
+        worker.watermark = LATER + 10 * worker.settings.state_idle_s
+        worker._evict_idle()  # the look at every packed account: none written, all stay
+        assert len(worker._packed) == 11 and worker.stats.accounts_evicted == 0
+        await worker._checkpoint(evict=False)  # writes them
+        # key_0 has a call meanwhile: unpacked, it stays.
+        worker.merger.add(0, [call_of("key_0", worker.watermark)], now=0.0)
+        await worker._drain(everything=True)
+        assert worker._next_stale > worker.watermark  # the next such look is far off
+        worker._evict_idle()  # a sweep
+
+    asyncio.run(run())
+    assert len(worker._packed) == 0 and worker.stats.accounts_evicted == 10
+    assert worker.engine.accounts_tracked == 1 and worker._stale_unwritten == set()
+
+
 def test_a_failed_checkpoint_keeps_packed_accounts_to_write(
     worker: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:

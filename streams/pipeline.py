@@ -104,7 +104,7 @@ TICK_EVERY_S = 60.0  # event-time seconds between a detect worker's ticks to the
 # Link observations a drain sends as soon as it has made them, not at its end: a drain of a
 # backlog (hundreds of thousands of calls) makes about three per call: 1.8 million held at
 # once, most of the worker's peak Python blocks at 10^6 accounts (bench/PROFILE.md, "Sixth
-# pass"). At the same points a long drain sweeps idle accounts when a sweep is due.
+# pass").
 OBSERVATIONS_SLICE = 30_000
 # Event-time seconds the clusterer stays behind the latest tick: links found by the link
 # stage reach it after the tick of the calls they came from.
@@ -490,6 +490,7 @@ class Pipeline:
             store, dirty, held = self.store, self._dirty, engine.account_state
             counted: list[ApiCall] = []  # the calls processed, and their combined scores
             scores: list[float] = []
+            sweep_at, swept = self._next_eviction, False
             for call in ready:
                 try:
                     if store is not None:
@@ -510,11 +511,12 @@ class Pipeline:
                 if len(observations) >= OBSERVATIONS_SLICE:
                     await self._send_observations(observations)
                     observations = []
-                    if store is not None and call.ts >= self._next_eviction:
-                        # A drain of a backlog spans minutes of event time: accounts that
-                        # went idle in it are packed on the way, not after it.
-                        self.watermark = max(self.watermark, call.ts)
-                        self._sweep()
+                if call.ts >= sweep_at and store is not None:
+                    # A drain of a backlog spans minutes or hours of event time: accounts
+                    # that went idle in it are packed on the way, not after it.
+                    self.watermark = max(self.watermark, call.ts)
+                    self._sweep()
+                    sweep_at, swept = self._next_eviction, True
             if sink is not None:
                 sink.add_calls(counted, scores)
             # The merger releases calls in event-time order: the last one is the latest.
@@ -522,13 +524,14 @@ class Pipeline:
             self.stats.events_detected += len(ready)
             await self._send_observations(observations)
             self.watermark = watermark
-            if store is not None and watermark >= self._next_eviction:
+            if store is not None and (swept or watermark >= self._next_eviction):
                 # Event time outran the wall-clock checkpoints (a replay, a backlog): store
                 # and evict now, so memory follows the active accounts at any speed. If a
                 # checkpoint is still writing (seconds, when many accounts wait), sweep
                 # here: idle accounts are packed at the pace of event time all the same.
                 if self._checkpoint_lock.locked():
-                    self._sweep()
+                    if watermark >= self._next_eviction:
+                        self._sweep()
                 else:
                     self._checkpoint_task = asyncio.ensure_future(self._checkpoint())
             for alert in engine.advance(watermark):

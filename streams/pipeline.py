@@ -342,9 +342,9 @@ class Pipeline:
             while True:
                 batches = await consumer.getmany(timeout_ms=200, max_records=budget.records)
                 if batches:
-                    records = [record for records in batches.values() for record in records]
-                    budget.took(records)
-                    sent = await self._ingest_batch(records)
+                    taken = [record for records in batches.values() for record in records]
+                    budget.took(taken)
+                    sent = await self._ingest_batch(taken)
                     offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
                     in_flight.append((asyncio.ensure_future(asyncio.gather(*sent)), offsets))
                     if len(in_flight) > INGEST_IN_FLIGHT:

@@ -830,15 +830,15 @@ class Pipeline:
         # Every packed account is looked at, not at every sweep (at 10^6 it takes 0.3 s);
         # those found long idle but not written yet (a replay outrunning the store) are
         # looked at again at every sweep, to leave as soon as they are written.
+        looked: Iterable[tuple[bytes, bytes | None]]
         if self.watermark >= self._next_stale:
-            looked: Iterable[bytes] = packed
+            looked = packed.items()
             self._next_stale = next_boundary(self.watermark, STALE_EVERY_S)
         else:
-            looked = self._stale_unwritten
+            looked = [(stored, packed.get(stored)) for stored in self._stale_unwritten]
         stale: list[bytes] = []
         waiting: set[bytes] = set()
-        for stored in looked:
-            value = packed.get(stored)
+        for stored, value in looked:
             if value is None or last_call_ts(value) >= before:
                 continue  # unpacked since, or not idle long enough
             if stored in unwritten or stored in writing:

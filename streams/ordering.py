@@ -9,14 +9,25 @@ watermark, which is the order `distillwatch score` uses. So a replay and a live 
 
 Waiting has limits: a partition that has sent nothing for `idle_s` (wall clock) no longer
 holds the others back, nothing waits longer than `max_hold_s`, and at most `max_buffered`
-calls wait at once.
+calls wait at once. Except for a partition known to be *lagging*: records wait in the
+topic for it (its consumer is behind the partition's end). Wall-clock silence says nothing
+then: in a replay of a backlog, partitions are fetched in turns, and one read hours ahead
+of another would otherwise release calls the other has yet to deliver, out of order, and
+the alerts would depend on the timing of fetches. A lagging partition holds the others
+back until it delivers, however long that takes (the worker may be busy for seconds);
+`max_buffered` still bounds memory, and `holding_back` names the partitions to read first
+so that it is seldom reached.
+
+The edge uses it too (`OrderedRecords`): input partitions merged in event time before the
+calls are re-keyed, so that each by-account partition is written in event-time order, which
+is what the merger here needs to know a partition's progress.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from itertools import chain
 from operator import attrgetter, itemgetter
 
@@ -67,12 +78,14 @@ class EventTimeMerger:
         # Records not yet wholly released, oldest first: (arrival, latest event time in it).
         self._waiting: deque[tuple[float, float]] = deque()
         self._released_to = float("-inf")  # every buffered call at or before this is gone
+        self.limit = float("-inf")  # event time through which the last release let calls go
 
     def __len__(self) -> int:
         return len(self._arrived) + sum(map(len, self._runs))
 
-    def add(self, partition: int, calls: Iterable[ApiCall], now: float) -> None:
-        """Take the calls of one record of `partition`, received at `now` (monotonic s)."""
+    def add(self, partition: int, calls: Iterable[ApiCall], now: float) -> float:
+        """Take the calls of one record of `partition`, received at `now` (monotonic s);
+        returns the latest event time among them (-inf for none)."""
         if not isinstance(calls, list | tuple):
             calls = list(calls)
         times = list(map(_event_time, calls))
@@ -86,6 +99,7 @@ class EventTimeMerger:
         self._last_seen[partition] = now
         if record_latest > float("-inf"):
             self._waiting.append((now, record_latest))
+        return record_latest
 
     def assign(self, partitions: Iterable[int], now: float) -> None:
         """The partitions this worker holds: a new one holds the others back until it
@@ -98,21 +112,41 @@ class EventTimeMerger:
             del self._progress[partition]
             del self._last_seen[partition]
 
-    def low_watermark(self, now: float) -> float:
-        """Event time up to which every active partition has delivered."""
+    def low_watermark(self, now: float, lagging: Collection[int] = ()) -> float:
+        """Event time up to which every active partition has delivered: those that sent
+        a record in the last `idle_s`, and the `lagging` ones (see the module)."""
         active = [ts for p, ts in self._progress.items()
-                  if now - self._last_seen[p] < self.idle_s]
+                  if now - self._last_seen[p] < self.idle_s or p in lagging]
         return min(active) if active else float("inf")  # all idle: nothing more soon
 
-    def release(self, now: float) -> list[ApiCall]:
-        """The calls that may go on now, in event-time order."""
+    def holding_back(self, lagging: Collection[int]) -> list[int]:
+        """Of the `lagging` partitions, those furthest behind in event time: the ones to
+        read next when calls pile up waiting for them (a consumer left to itself reads a
+        backlog one partition after another)."""
+        progress = self._progress
+        behind = [(progress.get(p, float("-inf")), p) for p in lagging]
+        if not behind:
+            return []
+        least = min(behind)[0]
+        return [p for ts, p in behind if ts == least]
+
+    def release(self, now: float, lagging: Collection[int] = ()) -> list[ApiCall]:
+        """The calls that may go on now, in event-time order. `lagging`: partitions whose
+        consumer has not reached their end (records wait in the topic for them)."""
         arrived, runs, waiting = self._arrived, self._runs, self._waiting
         if not arrived and not runs:
             waiting.clear()
+            self.limit = float("inf")
             return []
-        limit = self.low_watermark(now)
-        # Nothing waits past max_hold_s: the oldest record goes, with all that precedes it.
+        limit = self.low_watermark(now, lagging)
+        # Nothing waits past max_hold_s: the oldest record goes, with all that precedes it,
+        # but not past a lagging partition (what it has yet to deliver is in the topic).
+        behind = min((ts for p, ts in self._progress.items() if p in lagging),
+                     default=float("inf"))
         while waiting and now - waiting[0][0] > self.max_hold_s:
+            if waiting[0][1] > behind:
+                limit = max(limit, behind)
+                break
             limit = max(limit, waiting.popleft()[1])
         overflow = len(self) > self.max_buffered
         if arrived:
@@ -132,6 +166,7 @@ class EventTimeMerger:
             # time goes, at least the older half.
             (run,) = runs
             limit = max(limit, run[len(run) // 2][0])
+        self.limit = limit
         out = self._take_through(limit)
         if out:
             self._released_to = max(self._released_to, out[-1].ts)
@@ -168,3 +203,40 @@ class EventTimeMerger:
             merged.sort()
             taken = [merged]
         return list(map(_entry_call, taken[0])) if taken else []
+
+
+class OrderedRecords:
+    """The edge's input: the calls of input records merged in event time across the input
+    partitions, and for each partition the offset through which every record's calls have
+    been let go (what may be committed: a record whose calls still wait is read again
+    after a crash, never lost).
+    """
+
+    def __init__(self, merger: EventTimeMerger | None = None) -> None:
+        self.merger = merger if merger is not None else EventTimeMerger()
+        # partition -> (offset after the record, its latest event time), oldest first, of
+        # the records added whose calls have not all been let go
+        self._records: dict[int, deque[tuple[int, float]]] = {}
+
+    def __len__(self) -> int:
+        return len(self.merger)
+
+    def add(self, partition: int, offset: int, calls: list[ApiCall], now: float) -> None:
+        """Take the valid calls of the record at `offset` of `partition` (none: the record
+        is done as soon as those before it are)."""
+        latest = self.merger.add(partition, calls, now)
+        records = self._records.get(partition)
+        if records is None:
+            records = self._records[partition] = deque()
+        records.append((offset + 1, latest))
+
+    def release(self, now: float, lagging: Collection[int] = ()) -> tuple[list[ApiCall],
+                                                                             dict[int, int]]:
+        """The calls that may go on now, in event-time order, and the offsets through
+        which the records of each partition are wholly let go (partitions with news)."""
+        calls = self.merger.release(now, lagging)
+        limit, done = self.merger.limit, {}
+        for partition, records in self._records.items():
+            while records and records[0][1] <= limit:
+                done[partition] = records.popleft()[0]
+        return calls, done

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import IllegalStateError, KafkaError
 from clickhouse_connect.driver.client import Client
 
 from models.engine import AccountKey, DetectionEngine
@@ -63,7 +63,7 @@ from streams.internal import (
     partition_for,
 )
 from streams.kafka import aiokafka_options, faust_credentials
-from streams.ordering import EventTimeMerger
+from streams.ordering import EventTimeMerger, OrderedRecords
 from streams.settings import Settings, redact_url
 from streams.sinks import ClickHouseSink
 from streams.statestore import (
@@ -98,6 +98,9 @@ FIRST_TAKE_RECORDS = 16
 # broker's default 1 MiB limit, however many one batch of input produces.
 INTERNAL_MAX_ITEMS = 1_000
 STREAM_BUFFER_RECORDS = 64  # internal records Faust buffers per stream
+# Calls the edge may hold for a lagging input partition before it reads only the partitions
+# furthest behind (see `_ingest`).
+HOLD_CALLS = 50_000
 INGEST_IN_FLIGHT = 4  # fetched batches whose sends may await acknowledgement at once
 TAKE_WITHIN_S = 0.05  # ... or whatever arrived within this many seconds (wall clock)
 TICK_EVERY_S = 60.0  # event-time seconds between a detect worker's ticks to the clusterer
@@ -169,6 +172,45 @@ class IngestBudget:
             self.records = max(1, min(self.max_records, int(self.take_bytes // max(size, 1))))
 
 
+def _fetch_size_per_partition(partitions: int) -> int:
+    """Bytes Faust's consumer fetches per partition at once: at most 16 MB, and little
+    enough that every partition it reads (by-account, link observations and feedback with
+    `partitions` each, and the campaign edges) fits in one fetch of aiokafka's 50 MB. A
+    fetch fills the partitions in the same order every time: were the first ones to take
+    it all, the last would fall hours of event time behind in a backlog, and detect would
+    hold the others' calls for them (bench/PROFILE.md, "Eighth pass")."""
+    return min(16 * 1024 * 1024, (48 * 1024 * 1024) // (3 * partitions + 1))
+
+
+async def _input_lagging(consumer: AIOKafkaConsumer, assigned: Iterable[Any]) -> list[int]:
+    """Input partitions whose records the consumer has not all returned yet. A partition
+    whose end is known has been fetched, so its position is known too (no wait)."""
+    lagging = []
+    for tp in assigned:
+        end = consumer.highwater(tp)
+        if end is None:
+            continue
+        try:
+            position = await consumer.position(tp)
+        except IllegalStateError:  # revoked meanwhile
+            continue
+        if _lags(end, position):
+            lagging.append(tp.partition)
+    return lagging
+
+
+def _lags(end: int | None, position: int | None) -> bool:
+    """Whether a partition whose end offset is `end` still has records for a consumer that
+    has taken those before `position` (None: unknown). One offset short of the end is not
+    lagging: a transactional producer's last commit marker takes an offset that no record
+    is ever delivered for."""
+    return end is not None and position is not None and position < end - 1
+
+
+def _after(offset: int | None) -> int | None:
+    return None if offset is None else offset + 1
+
+
 def next_boundary(ts: float, every_s: float) -> float:
     """The first multiple of `every_s` after `ts` (event-time seconds)."""
     return (math.floor(ts / every_s) + 1) * every_s
@@ -205,6 +247,7 @@ class Pipeline:
         self.clusters = CampaignClusters()
         self.cluster_watermark = -math.inf
         self.merger = EventTimeMerger()
+        self.input_order = OrderedRecords()  # the edge's merge of the input partitions
         self._drain_lock = asyncio.Lock()
         self._next_tick = -math.inf
         self._next_observer_expiry = -math.inf
@@ -261,7 +304,7 @@ class Pipeline:
             web_host=s.web_host,
             web_port=s.web_port,
             producer_max_request_size=17 * 1024 * 1024,
-            consumer_max_fetch_size=16 * 1024 * 1024,
+            consumer_max_fetch_size=_fetch_size_per_partition(s.topic_partitions),
             consumer_auto_offset_reset="earliest",
             stream_wait_empty=True,
             # Internal records carry up to INTERNAL_MAX_ITEMS calls each: Faust's default
@@ -315,10 +358,13 @@ class Pipeline:
         Input is read by a plain aiokafka consumer (group `<app id>-ingest`) in batches of
         up to INGEST_MAX_RECORDS records rather than through a Faust agent: Faust handles
         every record as an event of its own, which cost more than validating, re-keying
-        and detecting it together (bench/PROFILE.md). Ingest keeps no state, so any
-        assignment of input partitions to workers is right. Input offsets are committed
-        once the internal records and dead letters of the batch are acknowledged: a worker
-        that dies mid-batch leaves it to be read again, never lost.
+        and detecting it together (bench/PROFILE.md). The calls of the input partitions
+        are merged in event time before they are re-keyed (`OrderedRecords`), so that each
+        by-account partition is written in event-time order however unevenly the input
+        partitions are read (a replay of a backlog); when calls pile up waiting for a
+        partition, that partition is read first. Input offsets are committed once
+        every call of the records before them is sent and acknowledged: a worker that dies
+        mid-batch leaves them to be read again, never lost.
         """
         s = self.settings
         consumer = AIOKafkaConsumer(
@@ -338,21 +384,37 @@ class Pipeline:
         # order as their batches complete.
         in_flight: deque[tuple[asyncio.Future[Any], dict[Any, int]]] = deque()
         budget = IngestBudget(INGEST_TAKE_BYTES, INGEST_MAX_RECORDS)
+        order = self.input_order
         try:
+            wanted: list[TopicPartition] = []  # none: every partition
             while True:
-                batches = await consumer.getmany(timeout_ms=200, max_records=budget.records)
-                if batches:
-                    taken = [record for records in batches.values() for record in records]
-                    budget.took(taken)
-                    sent = await self._ingest_batch(taken)
-                    offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
+                try:
+                    batches = await consumer.getmany(*wanted, timeout_ms=200,
+                                                     max_records=budget.records)
+                except IllegalStateError:  # a wanted partition was revoked meanwhile
+                    wanted = []
+                    continue
+                now = time.monotonic()
+                assigned = consumer.assignment()
+                order.merger.assign([tp.partition for tp in assigned], now)
+                taken = [record for records in batches.values() for record in records]
+                budget.took(taken)
+                lagging = await _input_lagging(consumer, assigned)
+                if taken or len(order):
+                    sent, done = await self._ingest_batch(taken, lagging, now)
+                    offsets = {TopicPartition(s.topic_api_calls, partition): offset
+                               for partition, offset in done.items()}
                     in_flight.append((asyncio.ensure_future(asyncio.gather(*sent)), offsets))
                     if len(in_flight) > INGEST_IN_FLIGHT:
                         await in_flight[0][0]
+                # Calls pile up waiting for a partition that is behind: read it first.
+                wanted = [TopicPartition(s.topic_api_calls, partition)
+                          for partition in order.merger.holding_back(lagging)
+                          ] if len(order) > HOLD_CALLS else []
                 commit: dict[Any, int] = {}
                 while in_flight and in_flight[0][0].done():
-                    done, offsets = in_flight.popleft()
-                    done.result()  # a failed send stops the worker rather than losing input
+                    done_sending, offsets = in_flight.popleft()
+                    done_sending.result()  # a failed send stops the worker rather than losing input
                     commit.update(offsets)
                 if commit:
                     try:
@@ -363,12 +425,14 @@ class Pipeline:
         finally:
             await consumer.stop()
 
-    async def _ingest_batch(self, records: list[Any]) -> list[Any]:
-        """Validate and re-key one fetched batch; returns the delivery futures of its sends."""
+    async def _ingest_batch(self, records: list[Any], lagging: list[int],
+                            now: float) -> tuple[list[Any], dict[int, int]]:
+        """Validate one fetched batch and re-key the calls the input order lets go; returns
+        the delivery futures of its sends and the input offsets wholly let go."""
         stats, topic = self.stats, self.settings.topic_api_calls
-        partitions = self.settings.topic_partitions
-        calls: list[ApiCall] = []
+        order, done = self.input_order, {}
         sent: list[Any] = []
+        waiting = 0
         for n, record in enumerate(records, 1):
             if self._first_delivery(record):
                 stats.records_in += 1
@@ -377,12 +441,25 @@ class Pipeline:
                     sent.append(await self._dead_letter(rejection, topic, record))
                 stats.rejected += len(rejections)
                 stats.events_valid += len(valid)
-                calls += valid
-            if len(calls) >= INGEST_SLICE_CALLS or (n == len(records) and calls):
-                for partition, group in group_by_partition(calls, "account_id",
-                                                           partitions).items():
-                    sent += await _send_chunks(self.by_account, group, encode_calls, partition)
-                calls = []
+                waiting += len(valid)
+                order.add(record.partition, record.offset, valid, now)
+            if waiting >= INGEST_SLICE_CALLS or n == len(records):
+                sent += await self._send_released(lagging, now, done)
+                waiting = 0
+        if not records:  # nothing new: calls held for a partition that went idle may go
+            sent += await self._send_released(lagging, now, done)
+        return sent, done
+
+    async def _send_released(self, lagging: list[int], now: float,
+                             done: dict[int, int]) -> list[Any]:
+        """Re-key and send the calls the input order lets go; record in `done` the input
+        offsets wholly let go."""
+        calls, offsets = self.input_order.release(now, lagging)
+        done.update(offsets)
+        sent: list[Any] = []
+        for partition, group in group_by_partition(calls, "account_id",
+                                                   self.settings.topic_partitions).items():
+            sent += await _send_chunks(self.by_account, group, encode_calls, partition)
         return sent
 
     def _first_delivery(self, message: Any) -> bool:
@@ -480,7 +557,8 @@ class Pipeline:
         """Process the calls the merger releases now (`everything`: all it holds), in
         order, one drain at a time."""
         async with self._drain_lock:
-            ready = self.merger.release(math.inf if everything else time.monotonic())
+            ready = (self.merger.release(math.inf) if everything
+                     else self.merger.release(time.monotonic(), self.lagging_partitions()))
             if not ready:
                 return
             engine, sink = self.engine, self.sink
@@ -988,6 +1066,19 @@ class Pipeline:
         name = self.settings.internal_topic_by_account
         return sorted(tp.partition for tp in assignment if tp.topic == name)
 
+    def lagging_partitions(self) -> list[int]:
+        """Partitions of the by-account topic with records this worker has not taken yet
+        (the merger waits for them, however long they are silent)."""
+        name = self.settings.internal_topic_by_account
+        try:
+            consumer = self.app.consumer
+            assignment = consumer.assignment()
+            taken = self._taken
+            return [tp.partition for tp in assignment if tp.topic == name and _lags(
+                consumer.highwater(tp), _after(taken.get((name, tp.partition))))]
+        except Exception:  # not started, or rebalancing: none known
+            return []
+
     def health(self) -> dict[str, Any]:
         s = self.stats
         return {
@@ -1039,6 +1130,7 @@ class Pipeline:
                 "campaign_accounts": self.clusters.accounts_tracked,
             },
             "merger_calls": len(self.merger),
+            "input_calls_held": len(self.input_order),
             "rocksdb": self.store.memory() if self.store is not None else {},
         }
 

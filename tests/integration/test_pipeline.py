@@ -78,13 +78,18 @@ def test_clean_stop_flushes_everything_buffered(
     assert rows[0]["n"] == len(events)
 
 
+@pytest.mark.parametrize("backlog", [False, True], ids=["live", "backlog"])
 def test_offline_score_and_streaming_give_the_same_alerts(
-    deployment: Deployment, start_worker: Callable[..., WorkerProcess], tmp_path: Path
+    deployment: Deployment, start_worker: Callable[..., WorkerProcess], tmp_path: Path,
+    backlog: bool,
 ) -> None:
     from simulator.generate import generate, write_scenario
     from simulator.scenario import load_scenario
 
-    write_scenario(generate(load_scenario("demo"), seed=11), tmp_path / "sc", progress=False)
+    # The backlog is three hours of the demo (71 MB of events): more than the worker takes
+    # from its input at once, so the input partitions are read unevenly.
+    scenario = load_scenario("demo", {"duration": "3h"} if backlog else None)
+    write_scenario(generate(scenario, seed=11), tmp_path / "sc", progress=False)
     events_path = tmp_path / "sc" / "events.jsonl"
     # A live stream has no end; this one gets a last, ordinary event two hours of event time
     # later, so that both paths move past every episode and campaign and resolve them.
@@ -109,10 +114,18 @@ def test_offline_score_and_streaming_give_the_same_alerts(
     offline_campaigns = [a for a in offline if a.kind == "campaign"]
     assert offline_campaigns, "the demo scenario's hydra must be linked into a campaign"
 
-    worker = start_worker()
     lines = events_path.read_bytes().splitlines()
-    deployment.produce([(json.loads(line)["account_id"].encode(), line) for line in lines],
-                       compression="zstd")
+    records = [(json.loads(line)["account_id"].encode(), line) for line in lines]
+    if backlog:
+        # A replay: the whole day waits in the input topic before the worker starts, in
+        # gateway batches spread over the partitions, which are then read unevenly.
+        batches = [b"[" + b",".join(lines[i:i + 50]) + b"]" for i in range(0, len(lines), 50)]
+        deployment.produce([(str(n).encode(), value) for n, value in enumerate(batches)],
+                           compression="zstd")
+        worker = start_worker()
+    else:
+        worker = start_worker()
+        deployment.produce(records, compression="zstd")
     worker.wait_until(lambda h: h["events_detected"] == len(lines), timeout_s=300)
     streamed = [
         Alert.model_validate_json(m.value())

@@ -42,7 +42,8 @@ def test_a_large_fetch_is_sent_in_slices_and_nothing_is_lost(
                         value=json.dumps(events[6 * n:6 * n + 6]).encode())
         for n in range(4)
     ]
-    asyncio.run(worker._ingest_batch(records))
+    _, done = asyncio.run(worker._ingest_batch(records, [], now=0.0))
+    assert done == {0: 4}  # every record's calls are sent: all may be committed
     # 6 calls per record, slices of at least 10: sent (one record per partition) after
     # the 2nd record and after the 4th, not all at the end.
     kinds = [entry[0] for entry in log]

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.records import ApiCall
-from streams.ordering import EventTimeMerger, order_key
+from streams.ordering import EventTimeMerger, OrderedRecords, order_key
 
 
 def call(ts: float, account: str = "a") -> ApiCall:
@@ -53,6 +53,58 @@ def test_nothing_waits_longer_than_the_hold_limit() -> None:
     assert [c.ts for c in merger.release(now=1)] == [1]
     merger.add(1, [call(2)], now=2.5)  # partition 1 keeps lagging but stays active
     assert [c.ts for c in merger.release(now=2.5)] == [2, 10, 11]
+
+
+def test_a_lagging_partition_holds_the_others_back_however_long_it_is_silent() -> None:
+    # A replay: partition 1 is read ahead, partition 0 has records left in the topic.
+    merger = EventTimeMerger(idle_s=1, max_hold_s=2)
+    merger.add(0, [call(1), call(2)], now=0)
+    merger.add(1, [call(3), call(50), call(90)], now=0)
+    assert [c.ts for c in merger.release(now=5, lagging=[0])] == [1, 2]
+    assert merger.release(now=100, lagging=[0]) == []  # neither idle nor held too long
+    merger.add(0, [call(60)], now=101)
+    assert [c.ts for c in merger.release(now=101, lagging=[0])] == [3, 50, 60]
+    # Caught up, partition 0 is an ordinary partition again: idle after idle_s.
+    assert [c.ts for c in merger.release(now=102.5)] == [90]
+
+
+def test_the_partitions_to_read_first_are_the_lagging_ones_furthest_behind() -> None:
+    merger = EventTimeMerger()
+    merger.assign([0, 1, 2, 3], now=0)
+    merger.add(0, [call(5)], now=0)
+    merger.add(1, [call(2)], now=0)
+    merger.add(2, [call(2)], now=0)
+    assert merger.holding_back([0, 3]) == [3]  # 3 has delivered nothing yet
+    assert sorted(merger.holding_back([0, 1, 2])) == [1, 2]
+    assert merger.holding_back([]) == []
+
+
+def test_the_hold_limit_lets_calls_go_only_up_to_a_lagging_partition() -> None:
+    merger = EventTimeMerger(idle_s=100, max_hold_s=2)
+    merger.add(0, [call(4)], now=0)
+    merger.add(1, [call(3), call(10)], now=0)
+    assert [c.ts for c in merger.release(now=1, lagging=[0])] == [3, 4]
+    assert merger.release(now=3, lagging=[0]) == []  # held past max_hold_s: 10 waits
+    assert [c.ts for c in merger.release(now=3)] == [10]  # not lagging: the hold limit
+
+
+def test_input_offsets_are_committed_once_every_call_before_them_is_let_go() -> None:
+    order = OrderedRecords(EventTimeMerger(idle_s=100, max_hold_s=100))
+    order.add(0, 10, [call(1), call(7)], now=0)
+    order.add(0, 11, [], now=0)  # a record of rejected events only
+    order.add(1, 40, [call(2), call(3)], now=0)
+    calls, done = order.release(now=0)
+    assert [c.ts for c in calls] == [1, 2, 3]
+    assert done == {1: 41}  # partition 0's record 10 still has its call at 7 waiting
+    order.add(1, 41, [call(9)], now=1)
+    calls, done = order.release(now=1)
+    assert [c.ts for c in calls] == [7]
+    assert done == {0: 12}  # record 10, then the empty record 11 behind it
+    calls, done = order.release(now=1, lagging=[])
+    assert calls == [] and done == {}
+    order.merger.assign([1], now=2)  # partition 0 left: nothing holds 9 back
+    calls, done = order.release(now=2)
+    assert [c.ts for c in calls] == [9] and done == {1: 42}
 
 
 @given(st.lists(st.tuples(st.integers(0, 3), st.floats(0, 1e4)), max_size=200),

@@ -101,6 +101,7 @@ STREAM_BUFFER_RECORDS = 64  # internal records Faust buffers per stream
 # Calls the edge may hold for a lagging input partition before it reads only the partitions
 # furthest behind (see `_ingest`).
 HOLD_CALLS = 50_000
+INGEST_IDLE_S = 0.1
 INGEST_IN_FLIGHT = 4  # fetched batches whose sends may await acknowledgement at once
 TAKE_WITHIN_S = 0.05  # ... or whatever arrived within this many seconds (wall clock)
 TICK_EVERY_S = 60.0  # event-time seconds between a detect worker's ticks to the clusterer
@@ -183,12 +184,14 @@ def _fetch_size_per_partition(partitions: int) -> int:
 
 
 async def _input_lagging(consumer: AIOKafkaConsumer, assigned: Iterable[Any]) -> list[int]:
-    """Input partitions whose records the consumer has not all returned yet. A partition
-    whose end is known has been fetched, so its position is known too (no wait)."""
+    """Input partitions whose records the consumer has not all returned yet, or not known
+    yet. A partition whose end is known has been fetched, so its position is known too (no
+    wait)."""
     lagging = []
     for tp in assigned:
         end = consumer.highwater(tp)
-        if end is None:
+        if end is None:  # not fetched yet: it may well have records
+            lagging.append(tp.partition)
             continue
         try:
             position = await consumer.position(tp)
@@ -247,7 +250,11 @@ class Pipeline:
         self.clusters = CampaignClusters()
         self.cluster_watermark = -math.inf
         self.merger = EventTimeMerger()
-        self.input_order = OrderedRecords()  # the edge's merge of the input partitions
+        # The edge's merge of the input partitions in event time. A live partition that
+        # sent nothing for INGEST_IDLE_S holds the others back no longer: gateways flush
+        # to one partition at a time, and waiting longer for a quiet one delays every
+        # alert (a replay waits for its lagging partitions all the same).
+        self.input_order = OrderedRecords(EventTimeMerger(idle_s=INGEST_IDLE_S))
         self._drain_lock = asyncio.Lock()
         self._next_tick = -math.inf
         self._next_observer_expiry = -math.inf

@@ -73,3 +73,20 @@ def test_the_input_is_taken_in_counts_that_follow_the_size_of_its_records() -> N
     assert take() == 10  # an empty take teaches nothing
     assert take(5_000_000) == 1  # one record over the budget: still one at a time
     assert take(None, None) == 2_000  # tombstones (no value) weigh nothing
+
+
+@pytest.mark.parametrize("partitions", [1, 4, 12, 48])
+def test_every_partition_a_worker_reads_fits_in_one_fetch(partitions: int) -> None:
+    # Faust's consumer reads the by-account, link-observation and feedback topics
+    # (`partitions` each) and the campaign edges; aiokafka fetches 50 MB at most, filling
+    # partitions in the same order every time: a last partition left out would starve.
+    size = pipeline_module._fetch_size_per_partition(partitions)
+    assert 0 < size <= 16 * 1024 * 1024
+    assert (3 * partitions + 1) * size <= 50 * 1024 * 1024
+
+
+def test_a_partition_lags_while_records_wait_in_it() -> None:
+    lags = pipeline_module._lags
+    assert lags(end=10, position=3) and lags(end=10, position=9)
+    assert not lags(end=10, position=10)
+    assert not lags(end=None, position=3) and not lags(end=10, position=None)

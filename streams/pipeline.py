@@ -396,8 +396,10 @@ class Pipeline:
             wanted: list[TopicPartition] = []  # none: every partition
             while True:
                 try:
-                    batches = await consumer.getmany(*wanted, timeout_ms=200,
-                                                     max_records=budget.records)
+                    # Calls waiting for a quiet partition go once it has been quiet for
+                    # INGEST_IDLE_S: look again by then, whether input comes or not.
+                    batches = await consumer.getmany(*wanted, timeout_ms=50 if len(order)
+                                                     else 200, max_records=budget.records)
                 except IllegalStateError:  # a wanted partition was revoked meanwhile
                     wanted = []
                     continue

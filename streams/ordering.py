@@ -222,8 +222,9 @@ class OrderedRecords:
         return len(self.merger)
 
     def add(self, partition: int, offset: int, calls: list[ApiCall], now: float) -> None:
-        """Take the valid calls of the record at `offset` of `partition` (none: the record
-        is done as soon as those before it are)."""
+        """Take the valid calls of the records of `partition` through `offset`, those
+        after the records added before (none: they are done as soon as those before them
+        are)."""
         latest = self.merger.add(partition, calls, now)
         records = self._records.get(partition)
         if records is None:

@@ -437,12 +437,22 @@ class Pipeline:
     async def _ingest_batch(self, records: list[Any], lagging: list[int],
                             now: float) -> tuple[list[Any], dict[int, int]]:
         """Validate one fetched batch and re-key the calls the input order lets go; returns
-        the delivery futures of its sends and the input offsets wholly let go."""
+        the delivery futures of its sends and the input offsets wholly let go.
+
+        Consecutive records of one partition go to the input order together (a fetch
+        lists each partition's records in a row): one record per event would otherwise
+        cost the merger's bookkeeping once per event."""
         stats, topic = self.stats, self.settings.topic_api_calls
         order, done = self.input_order, {}
         sent: list[Any] = []
         waiting = 0
+        calls: list[ApiCall] = []  # of the records of `partition` not added yet
+        partition, last = -1, -1  # ... and the offset of the last of them
         for n, record in enumerate(records, 1):
+            if record.partition != partition and last >= 0:
+                order.add(partition, last, calls, now)
+                calls, last = [], -1
+            partition = record.partition
             if self._first_delivery(record):
                 stats.records_in += 1
                 valid, rejections = decode_calls(record.value)
@@ -451,8 +461,12 @@ class Pipeline:
                 stats.rejected += len(rejections)
                 stats.events_valid += len(valid)
                 waiting += len(valid)
-                order.add(record.partition, record.offset, valid, now)
+                calls += valid
+                last = record.offset
             if waiting >= INGEST_SLICE_CALLS or n == len(records):
+                if last >= 0:
+                    order.add(partition, last, calls, now)
+                    calls, last = [], -1
                 sent += await self._send_released(lagging, now, done)
                 waiting = 0
         if not records:  # nothing new: calls held for a partition that went idle may go

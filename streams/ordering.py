@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from itertools import chain
 from operator import attrgetter, itemgetter
 
@@ -174,6 +174,13 @@ class EventTimeMerger:
             waiting.popleft()
         return out
 
+    def drop(self, unwanted: Callable[[int], bool]) -> None:
+        """Forget the waiting calls whose arrival numbers (as `add` gave them) are
+        `unwanted`."""
+        self._arrived = [e for e in self._arrived if not unwanted(e[3])]
+        self._runs = [run for run in ([e for e in r if not unwanted(e[3])] for r in self._runs)
+                      if run]
+
     def _merge_runs(self, first: int) -> None:
         """Make the runs from index `first` on one sorted run."""
         runs = self._runs
@@ -214,9 +221,10 @@ class OrderedRecords:
 
     def __init__(self, merger: EventTimeMerger | None = None) -> None:
         self.merger = merger if merger is not None else EventTimeMerger()
-        # partition -> (offset after the record, its latest event time), oldest first, of
-        # the records added whose calls have not all been let go
-        self._records: dict[int, deque[tuple[int, float]]] = {}
+        # partition -> (offset after the records, their latest event time, the arrival
+        # numbers of their calls from, to), oldest first, of the records added whose calls
+        # have not all been let go
+        self._records: dict[int, deque[tuple[int, float, int, int]]] = {}
 
     def __len__(self) -> int:
         return len(self.merger)
@@ -225,11 +233,29 @@ class OrderedRecords:
         """Take the valid calls of the records of `partition` through `offset`, those
         after the records added before (none: they are done as soon as those before them
         are)."""
+        first = self.merger._seq + 1
         latest = self.merger.add(partition, calls, now)
         records = self._records.get(partition)
         if records is None:
             records = self._records[partition] = deque()
-        records.append((offset + 1, latest))
+        records.append((offset + 1, latest, first, self.merger._seq))
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Drop the waiting calls of `partitions`, which this consumer no longer holds:
+        their new owner reads them again from the last committed offset, and sending them
+        here too would count them twice."""
+        spans = sorted((first, last) for partition in partitions
+                       for _, _, first, last in self._records.pop(partition, ())
+                       if first <= last)
+        if not spans:
+            return
+        starts = [first for first, _ in spans]
+
+        def unwanted(seq: int) -> bool:
+            at = bisect_right(starts, seq) - 1
+            return at >= 0 and seq <= spans[at][1]
+
+        self.merger.drop(unwanted)
 
     def release(self, now: float, lagging: Collection[int] = ()) -> tuple[list[ApiCall],
                                                                              dict[int, int]]:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 from clickhouse_connect.driver.client import Client
 
@@ -173,6 +173,45 @@ class IngestBudget:
             self.records = max(1, min(self.max_records, int(self.take_bytes // max(size, 1))))
 
 
+class _HandOver(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Input partitions about to move to another worker: the calls of theirs waiting to
+    be ordered are dropped, and the offsets of every batch sent are committed first, so
+    that their new owner reads again exactly what was not sent (sent twice, calls would
+    be counted twice)."""
+
+    def __init__(self, pipeline: Pipeline, consumer: AIOKafkaConsumer,
+                 in_flight: deque[tuple[asyncio.Future[Any], dict[Any, int]]]) -> None:
+        self.pipeline, self.consumer, self.in_flight = pipeline, consumer, in_flight
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        async with self.pipeline._ingest_lock:  # the batch under way is sent first
+            await self._hand_over(revoked)
+
+    async def _hand_over(self, revoked: Iterable[TopicPartition]) -> None:
+        pipeline, in_flight = self.pipeline, self.in_flight
+        gone = {tp.partition for tp in revoked}
+        pipeline.input_order.forget(gone)
+        for tp in revoked:
+            pipeline._taken.pop((tp.topic, tp.partition), None)
+        commit: dict[Any, int] = {}
+        while in_flight:
+            future, offsets = in_flight[0]
+            await asyncio.wait([future])
+            if future.exception() is not None:
+                break  # the ingest loop stops the worker on it
+            in_flight.popleft()
+            commit.update(offsets)
+        if commit:
+            try:
+                await self.consumer.commit(commit)
+            except KafkaError as exc:
+                log.warning("input offsets not committed before a rebalance (%s); records "
+                            "may be read twice", exc)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        pass
+
+
 def _fetch_size_per_partition(partitions: int) -> int:
     """Bytes Faust's consumer fetches per partition at once: at most 16 MB, and little
     enough that every partition it reads (by-account, link observations and feedback with
@@ -255,6 +294,7 @@ class Pipeline:
         # to one partition at a time, and waiting longer for a quiet one delays every
         # alert (a replay waits for its lagging partitions all the same).
         self.input_order = OrderedRecords(EventTimeMerger(idle_s=INGEST_IDLE_S))
+        self._ingest_lock = asyncio.Lock()  # a batch of input, or a hand-over (`_HandOver`)
         self._drain_lock = asyncio.Lock()
         self._next_tick = -math.inf
         self._next_observer_expiry = -math.inf
@@ -375,7 +415,6 @@ class Pipeline:
         """
         s = self.settings
         consumer = AIOKafkaConsumer(
-            s.topic_api_calls,
             **aiokafka_options(s),
             group_id=f"{s.app_id}-ingest",
             client_id=f"{s.app_id}-ingest",
@@ -385,15 +424,18 @@ class Pipeline:
             max_partition_fetch_bytes=INGEST_FETCH_BYTES // 4,
             fetch_max_wait_ms=50,
         )
-        await consumer.start()
         # Batches whose sends are in flight, oldest first: the next batch is validated
         # while the broker acknowledges the previous ones, and offsets are committed in
         # order as their batches complete.
         in_flight: deque[tuple[asyncio.Future[Any], dict[Any, int]]] = deque()
+        consumer.subscribe([s.topic_api_calls],
+                           listener=_HandOver(self, consumer, in_flight))
+        await consumer.start()
         budget = IngestBudget(INGEST_TAKE_BYTES, INGEST_MAX_RECORDS)
         order = self.input_order
         try:
             wanted: list[TopicPartition] = []  # none: every partition
+            held: set[int] = set()  # input partitions assigned at the last look
             while True:
                 try:
                     # Calls waiting for a quiet partition go once it has been quiet for
@@ -403,19 +445,31 @@ class Pipeline:
                 except IllegalStateError:  # a wanted partition was revoked meanwhile
                     wanted = []
                     continue
-                now = time.monotonic()
-                assigned = consumer.assignment()
-                order.merger.assign([tp.partition for tp in assigned], now)
-                taken = [record for records in batches.values() for record in records]
-                budget.took(taken)
-                lagging = await _input_lagging(consumer, assigned)
-                if taken or len(order):
-                    sent, done = await self._ingest_batch(taken, lagging, now)
-                    offsets = {TopicPartition(s.topic_api_calls, partition): offset
-                               for partition, offset in done.items()}
-                    in_flight.append((asyncio.ensure_future(asyncio.gather(*sent)), offsets))
-                    if len(in_flight) > INGEST_IN_FLIGHT:
-                        await in_flight[0][0]
+                # Under the lock the rebalance listener takes: partitions cannot move
+                # between the look at the assignment and the sends of this batch.
+                async with self._ingest_lock:
+                    now = time.monotonic()
+                    assigned = consumer.assignment()
+                    gone = held - {tp.partition for tp in assigned}
+                    if gone:  # revoked: their new owner reads again what waits here
+                        order.forget(gone)
+                        for partition in gone:
+                            self._taken.pop((s.topic_api_calls, partition), None)
+                    held = {tp.partition for tp in assigned}
+                    order.merger.assign(held, now)
+                    # (what was fetched of partitions revoked meanwhile is read again by
+                    # their new owner)
+                    taken = [record for tp, records in batches.items() if tp in assigned
+                             for record in records]
+                    budget.took(taken)
+                    lagging = await _input_lagging(consumer, assigned)
+                    if taken or len(order):
+                        sent, done = await self._ingest_batch(taken, lagging, now)
+                        offsets = {TopicPartition(s.topic_api_calls, partition): offset
+                                   for partition, offset in done.items()}
+                        in_flight.append((asyncio.ensure_future(asyncio.gather(*sent)), offsets))
+                        if len(in_flight) > INGEST_IN_FLIGHT:
+                            await in_flight[0][0]
                 # Calls pile up waiting for a partition that is behind: read it first.
                 wanted = [TopicPartition(s.topic_api_calls, partition)
                           for partition in order.merger.holding_back(lagging)

@@ -107,6 +107,22 @@ def test_input_offsets_are_committed_once_every_call_before_them_is_let_go() -> 
     assert [c.ts for c in calls] == [9] and done == {1: 42}
 
 
+def test_the_calls_of_a_revoked_input_partition_are_dropped_not_sent() -> None:
+    order = OrderedRecords(EventTimeMerger(idle_s=100, max_hold_s=100))
+    order.add(0, 5, [call(1, "a"), call(4, "a")], now=0)
+    order.add(1, 8, [call(2, "b"), call(6, "b")], now=0)
+    order.add(0, 6, [], now=0)
+    order.add(0, 7, [call(5, "a")], now=0)
+    order.add(2, 3, [call(3, "c")], now=0)
+    calls, done = order.release(now=0)
+    assert [c.ts for c in calls] == [1, 2, 3] and done == {2: 4}
+    order.forget([0])  # partition 0 moved to another worker, which reads 4 and 5 again
+    order.merger.assign([1, 2], now=1)
+    calls, done = order.release(now=200)  # all idle: everything waiting goes
+    assert [(c.ts, c.account_id) for c in calls] == [(6, "b")]
+    assert done == {1: 9}  # nothing of partition 0 is committed here
+
+
 @given(st.lists(st.tuples(st.integers(0, 3), st.floats(0, 1e4)), max_size=200),
        st.randoms())
 def test_output_is_the_input_in_event_time_order(items: list[tuple[int, float]],

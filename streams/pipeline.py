@@ -174,7 +174,8 @@ class IngestBudget:
 
 
 class _HandOver(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Input partitions about to move to another worker: the calls of theirs waiting to
+    """Input partitions about to move (aiokafka revokes every partition held at each
+    rebalance, and assigns again those that stay): the calls of theirs waiting to
     be ordered are dropped, and the offsets of every batch sent are committed first, so
     that their new owner reads again little of what was sent here (sent twice, calls are
     counted twice). Input stays at-least-once across a rebalance: a two-worker start
@@ -400,8 +401,9 @@ class Pipeline:
     # -- agents ---------------------------------------------------------------------------
 
     async def _ingest(self) -> None:
-        """Validate input at the edge; dead-letter what is bad; re-key the rest by account,
-        one internal record per destination partition per fetched batch.
+        """Validate input at the edge; dead-letter what is bad; re-key the rest by account
+        in event-time order, one internal record per destination partition for each set
+        of calls the input order lets go.
 
         Input is read by a plain aiokafka consumer (group `<app id>-ingest`) in batches of
         up to INGEST_MAX_RECORDS records rather than through a Faust agent: Faust handles
@@ -436,7 +438,6 @@ class Pipeline:
         order = self.input_order
         try:
             wanted: list[TopicPartition] = []  # none: every partition
-            held: set[int] = set()  # input partitions assigned at the last look
             while True:
                 try:
                     # Calls waiting for a quiet partition go once it has been quiet for
@@ -451,13 +452,8 @@ class Pipeline:
                 async with self._ingest_lock:
                     now = time.monotonic()
                     assigned = consumer.assignment()
-                    gone = held - {tp.partition for tp in assigned}
-                    if gone:  # revoked: their new owner reads again what waits here
-                        order.forget(gone)
-                        for partition in gone:
-                            self._taken.pop((s.topic_api_calls, partition), None)
-                    held = {tp.partition for tp in assigned}
-                    order.merger.assign(held, now)
+                    # (what waited of partitions revoked since, `_HandOver` has dropped)
+                    order.merger.assign([tp.partition for tp in assigned], now)
                     # (what was fetched of partitions revoked meanwhile is read again by
                     # their new owner)
                     taken = [record for tp, records in batches.items() if tp in assigned

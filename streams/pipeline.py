@@ -327,7 +327,6 @@ class Pipeline:
         self._next_sweep = 0.0  # monotonic time by which idle accounts are looked for anyway
         self._next_stale = -math.inf  # event time of the next look for packed accounts to drop
         self._stale_unwritten: set[bytes] = set()  # found to drop at that look, not yet written
-        self._checkpoint_task: asyncio.Future[None] | None = None
         self._client: Client | None = None
         self.sink: ClickHouseSink | None = None
         self.app = self._build_app()
@@ -642,7 +641,7 @@ class Pipeline:
             store, dirty, held = self.store, self._dirty, engine.account_state
             counted: list[ApiCall] = []  # the calls processed, and their combined scores
             scores: list[float] = []
-            sweep_at, swept = self._next_eviction, False
+            sweep_at = self._next_eviction
             for call in ready:
                 try:
                     if store is not None:
@@ -668,24 +667,20 @@ class Pipeline:
                     # that went idle in it are packed on the way, not after it.
                     self.watermark = max(self.watermark, call.ts)
                     self._sweep()
-                    sweep_at, swept = self._next_eviction, True
+                    sweep_at = self._next_eviction
             if sink is not None:
                 sink.add_calls(counted, scores)
             # The merger releases calls in event-time order: the last one is the latest.
             watermark = max(self.watermark, counted[-1].ts) if counted else self.watermark
-            self.stats.events_detected += len(ready)
             await self._send_observations(observations)
             self.watermark = watermark
-            if store is not None and (swept or watermark >= self._next_eviction):
-                # Event time outran the wall-clock checkpoints (a replay, a backlog): store
-                # and evict now, so memory follows the active accounts at any speed. If a
-                # checkpoint is still writing (seconds, when many accounts wait), sweep
-                # here: idle accounts are packed at the pace of event time all the same.
-                if self._checkpoint_lock.locked():
-                    if watermark >= self._next_eviction:
-                        self._sweep()
-                else:
-                    self._checkpoint_task = asyncio.ensure_future(self._checkpoint())
+            if store is not None and watermark >= self._next_eviction:
+                # Event time outran the sweeps (a replay, a backlog): idle accounts are
+                # packed, and those long idle and written leave memory, at the pace of
+                # event time. Writing snapshots stays with the wall-clock checkpoints
+                # (and `_keep_up_with_the_store`): a checkpoint per minute of event time
+                # wrote the same active accounts again and again in a fast replay.
+                self._sweep()
             for alert in engine.advance(watermark):
                 await self._emit(alert)
             if watermark >= self._next_tick:
@@ -694,6 +689,9 @@ class Pipeline:
             if watermark >= self._next_observer_expiry:
                 self.observer.expire(watermark, ACCOUNT_IDLE_S)
                 self._next_observer_expiry = next_boundary(watermark, EXPIRE_EVERY_S)
+            # Counted last, once the drain's alerts are sent: a caller that sees every call
+            # detected sees their alerts too.
+            self.stats.events_detected += len(ready)
 
     async def _send_observations(self, observations: list[LinkObservation]) -> None:
         """Send link observations to the partitions of their link keys."""

@@ -544,8 +544,6 @@ def drain_in_one(run: list[ApiCall], path: Path, monkeypatch: pytest.MonkeyPatch
     async def drain() -> None:
         pipeline.merger.add(0, run, now=0.0)
         await pipeline._drain(everything=True)
-        if pipeline._checkpoint_task is not None:
-            await pipeline._checkpoint_task
 
     monkeypatch.setattr(pipeline_module, "_send_chunks", record)
     monkeypatch.setattr(pipeline_module, "OBSERVATIONS_SLICE", observations_slice)
@@ -593,3 +591,26 @@ def test_a_long_drain_packs_the_accounts_that_go_idle_in_it_and_alerts_as_withou
     assert len(swept.alerts) > 0 and swept.alerts == whole.alerts
     assert [(p, item) for _, p, items in swept.sends for item in items] == [
         (p, item) for _, p, items in whole.sends for item in items]
+
+
+def test_a_long_drain_sweeps_by_event_time_and_leaves_the_writing_to_the_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two hours of event time in one drain pass 120 sweep boundaries: the drain packs
+    idle accounts at each, writes no snapshot (a checkpoint per minute of event time
+    wrote the same active accounts again and again in a fast replay), and the next
+    checkpoint writes every account the drain touched, packed or live, once."""
+    run = simulated("hydra", duration_s=7200.0, fleet_scale=0.2).calls
+    drained = drain_in_one(run, tmp_path / "swept", monkeypatch,
+                           observations_slice=10**9, sweeps=True)
+    pipeline = drained.pipeline
+    store = pipeline.store
+    assert isinstance(store, MemoryStore)
+    assert pipeline.stats.accounts_packed > 0
+    assert pipeline.stats.state_written == 0 and store.snapshots == {}
+    assert pipeline._unwritten  # packed in the drain, waiting for the checkpoint
+    asyncio.run(pipeline._checkpoint(evict=False))
+    stored = {split_account_key(key)[1] for key in store.snapshots}
+    assert stored == {call.account_id for call in run}
+    assert pipeline.stats.state_written == len(stored)
+    assert pipeline._dirty == set() and pipeline._unwritten == set()

@@ -57,9 +57,9 @@ class LinkObservation(msgspec.Struct, frozen=True, gc=False):
     `first_seen` the event time the observer first saw the account (seconds since the
     epoch, whole seconds). Plain fields only: `msgspec.json.encode` and
     `msgspec.json.decode(..., type=LinkObservation)` round-trip it, and msgpack encodes it
-    as a map of its fields. A msgspec struct, built in C: a new account reports six to
-    eleven keys, and a frozen dataclass cost 0.9 µs to build and 1.2 µs to decode, the
-    struct 0.13 and 0.4-0.5 (`gc=False`: it holds only strings and floats).
+    as a map of its fields. A msgspec struct, built and decoded in C, because a new
+    account reports six to eleven keys (bench/PROFILE.md, "Ninth pass"); `gc=False`: it
+    holds only strings and floats.
     """
 
     kind: str

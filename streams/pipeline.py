@@ -664,7 +664,11 @@ class Pipeline:
                     observations = []
                 if call.ts >= sweep_at and store is not None:
                     # A drain of a backlog spans minutes or hours of event time: accounts
-                    # that went idle in it are packed on the way, not after it.
+                    # that went idle in it are packed on the way, not after it, and those
+                    # long idle and written leave memory. Writing snapshots stays with the
+                    # wall-clock checkpoints (and `_keep_up_with_the_store`): a checkpoint
+                    # per minute of event time wrote the same active accounts again and
+                    # again in a fast replay.
                     self.watermark = max(self.watermark, call.ts)
                     self._sweep()
                     sweep_at = self._next_eviction
@@ -674,13 +678,6 @@ class Pipeline:
             watermark = max(self.watermark, counted[-1].ts) if counted else self.watermark
             await self._send_observations(observations)
             self.watermark = watermark
-            if store is not None and watermark >= self._next_eviction:
-                # Event time outran the sweeps (a replay, a backlog): idle accounts are
-                # packed, and those long idle and written leave memory, at the pace of
-                # event time. Writing snapshots stays with the wall-clock checkpoints
-                # (and `_keep_up_with_the_store`): a checkpoint per minute of event time
-                # wrote the same active accounts again and again in a fast replay.
-                self._sweep()
             for alert in engine.advance(watermark):
                 await self._emit(alert)
             if watermark >= self._next_tick:

@@ -109,12 +109,14 @@ format_storage() {
   if [ -f "$data/meta.properties" ]; then return 0; fi
   log "formatting KRaft storage in $data"
   java -cp "$(classpath)" -Dlog4j2.configurationFile="$home/log4j2.yaml" -Dkafka.logs.dir="$logs" \
-    kafka.tools.StorageTool format -t "$(cat "$home/cluster.id" 2>/dev/null || uuid_b64)" \
+    kafka.tools.StorageTool format --cluster-id="$(cat "$home/cluster.id" 2>/dev/null || uuid_b64)" \
     -c "$config" >"$logs/format.log" 2>&1 || { cat "$logs/format.log" >&2; die "storage format failed"; }
 }
 
 uuid_b64() {
-  # A Kafka cluster id is a base64url-encoded 16-byte UUID without padding.
+  # A Kafka cluster id is a base64url-encoded 16-byte UUID without padding. One in 64
+  # starts with "-", which is why format_storage passes it as --cluster-id=<id>: given as
+  # a separate argument, the tool's parser takes it for an option and refuses to format.
   local id
   id="$(python3 -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')"
   printf '%s' "$id" >"$home/cluster.id"

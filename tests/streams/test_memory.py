@@ -12,12 +12,14 @@ def test_process_memory_follows_what_the_process_holds() -> None:
     before = process_memory()
     assert before["rss"] >= before["anonymous"] + before["file"] - 2**20  # shmem aside
     assert before["rss_peak"] >= before["rss"] > 0
-    # One 64 MiB block: glibc maps it fresh whatever the heap has free, and filling it
-    # with zeros makes it resident.
-    held = bytearray(64 * 2**20)
+    # One 256 MiB block: glibc maps it fresh whatever the heap has free, and filling it
+    # with zeros makes it resident. Three quarters of it must show: the rest of the
+    # process may give memory back meanwhile (most likely threads of the embedded
+    # ClickHouse engine earlier tests started; 16 MiB once, with a 64 MiB block).
+    held = bytearray(256 * 2**20)
     blocks = [object() for _ in range(50_000)]
     after = process_memory()
-    assert after["anonymous"] - before["anonymous"] > 48 * 2**20
+    assert after["anonymous"] - before["anonymous"] > 192 * 2**20
     assert after["python_blocks"] - before["python_blocks"] > 45_000  # others come and go
     del blocks
     del held

@@ -130,6 +130,8 @@ class Result:
     rss_by_decile: list[int] = field(default_factory=list)  # RSS at 10 %, 20 %, ... detected
     overlap_accounts: int | None = None
     accounts_evicted: int = 0  # idle accounts whose state left memory for the store
+    accounts_packed: int = 0  # times an idle account was packed during the drain
+    accounts_unpacked: int = 0  # ... and a packed one unpacked at its next call
     state_written: int = 0  # account snapshots written to the store and changelog
     error: str | None = None
 
@@ -211,7 +213,8 @@ class Profiler:
 def _health_total(workers: list[Worker]) -> dict[str, Any] | None:
     total: dict[str, Any] = {"records_in": 0, "events_detected": 0, "accounts_tracked": 0,
                              "clickhouse_pending": 0, "ch_rows": 0, "alerts": 0,
-                             "accounts_evicted": 0, "state_written": 0}
+                             "accounts_evicted": 0, "state_written": 0,
+                             "accounts_packed": 0, "accounts_unpacked": 0}
     for w in workers:
         h = w.health()
         if h is None:
@@ -226,6 +229,8 @@ def _health_total(workers: list[Worker]) -> dict[str, Any] | None:
         total["alerts"] += h.get("alerts", 0)
         total["accounts_evicted"] += h.get("accounts_evicted", 0)
         total["state_written"] += h.get("state_written", 0)
+        total["accounts_packed"] += h.get("accounts_packed", 0)
+        total["accounts_unpacked"] += h.get("accounts_unpacked", 0)
     return total
 
 
@@ -337,6 +342,8 @@ def run_scenario(args: argparse.Namespace, name: str, app: str, batch: int, acco
         result.ch_rows_per_s = h["ch_rows"] / result.drain_s
         result.alerts = h["alerts"]
         result.accounts_evicted = h["accounts_evicted"]
+        result.accounts_packed = h["accounts_packed"]
+        result.accounts_unpacked = h["accounts_unpacked"]
         result.state_written = h["state_written"]
         # The accounts are idle now: once the worker has checkpointed what the drain
         # changed (and handed freed heap back), RSS is what holding them costs.
@@ -542,7 +549,9 @@ def notes(results: list[Result]) -> list[str]:
             out.append(f"{r.name}: idle memory: anonymous {_mib(proc.get('anonymous', 0))} MiB,"
                        f" files {_mib(proc.get('file', 0))} MiB, Python blocks"
                        f" {proc.get('python_blocks', 0):,}; accounts in memory"
-                       f" {report.get('accounts')}; linking {report.get('linking')}; RocksDB "
+                       f" {report.get('accounts')}; in the drain {r.accounts_packed:,} packed,"
+                       f" {r.accounts_unpacked:,} unpacked; linking {report.get('linking')};"
+                       " RocksDB "
                        + ", ".join(f"{k} {_mib(v)} MiB" for k, v in rocks.items()))
     for r in results:
         if r.name.startswith("spill_") and not r.error:

@@ -9,6 +9,7 @@ did.
 
 from __future__ import annotations
 
+import heapq
 import math
 import uuid
 from bisect import bisect_right
@@ -687,21 +688,38 @@ class DetectionEngine:
         self._accounts = dict(self._accounts)
         self._open = dict(self._open)
 
-    def idle_accounts(self, before_ts: float) -> list[AccountKey]:
+    def idle_accounts(
+        self, before_ts: float, keep: int | None = None, quiet_ts: float = -math.inf
+    ) -> list[AccountKey]:
         """Accounts without a call since event time `before_ts`, without an open episode
         and without a cohort sample waiting for its epoch to be scored: the ones that may
         leave memory (see `awaits_cohort`). Empty without a `BehaviourDetector` (nothing
-        else records when an account was last active)."""
+        else records when an account was last active).
+
+        With `keep`, were more than `keep` accounts to stay, also the longest idle of
+        those without a call since `quiet_ts` (later than `before_ts`), oldest first,
+        until `keep` stay or none of them is left: a cap on the accounts held as objects
+        for when many arrive at once, that spares those called within the last moments."""
         index = self._profile_index
         if index is None:
             return []
         cohorts = self.cohorts
-        return [
+        idle = [
             key for key, account in self._accounts.items()
             if account.episode is None
             and account.detector_states[index].last_ts < before_ts
             and (cohorts is None or not cohorts.is_sampled(key))
         ]
+        excess = 0 if keep is None else len(self._accounts) - len(idle) - keep
+        if excess > 0:
+            quiet = (
+                (last_ts, key) for key, account in self._accounts.items()
+                if account.episode is None
+                and before_ts <= (last_ts := account.detector_states[index].last_ts) < quiet_ts
+                and (cohorts is None or not cohorts.is_sampled(key))
+            )
+            idle += [key for _, key in heapq.nsmallest(excess, quiet)]
+        return idle
 
     def awaits_cohort(self, tenant_id: str, account_id: str) -> bool:
         """Whether the account may have a sample in a cohort epoch not yet scored. Such a

@@ -117,6 +117,9 @@ DRAIN_EVERY_S = 0.25  # wall-clock seconds between checks for calls the merger m
 EXPIRE_EVERY_S = 600.0  # event-time seconds between sweeps of idle linking state
 EVICT_EVERY_S = 60.0  # event-time seconds between sweeps packing idle accounts or evicting them
 SWEEP_EVERY_S = 60.0  # ... and wall-clock seconds, for when event time stands still
+# Event-time seconds without a call before an account may be packed to keep the live ones
+# to `state_live_max`: one called more recently would most likely be unpacked again at once.
+QUIET_S = 60.0
 STALE_EVERY_S = 600.0  # event-time seconds between looks for packed accounts to let go
 CHECKPOINT_CHUNK = 10_000  # account snapshots encoded, sent and stored together
 RELEASE_CHECKPOINTS = 5  # checkpoints a worker tries for partitions it lets go
@@ -951,16 +954,21 @@ class Pipeline:
         self._next_sweep = time.monotonic() + SWEEP_EVERY_S
 
     def _evict_idle(self) -> None:
-        """Accounts idle for `state_pack_s` are packed; if changed since their snapshot,
-        the next checkpoint writes the packed bytes. Accounts idle for `state_idle_s`
-        whose snapshot is written leave memory (the store has them).
+        """Accounts idle for `state_pack_s` are packed, and the longest idle for
+        `QUIET_S` too while more than `state_live_max` would stay live; if changed since
+        their snapshot, the next checkpoint writes the packed bytes. Accounts idle for
+        `state_idle_s` whose snapshot is written leave memory (the store has them).
 
         Packing does not wait for the store: when snapshots fall behind (a replay of new
         accounts), the accounts held as objects still follow event time."""
         before = self.watermark - self.settings.state_idle_s
         dirty, packed, unwritten = self._dirty, self._packed, self._unwritten
         writing, stats, left = self._writing, self.stats, 0
-        for key in self.engine.idle_accounts(self.watermark - self.settings.state_pack_s):
+        settings = self.settings
+        for key in self.engine.idle_accounts(
+            self.watermark - settings.state_pack_s, keep=settings.state_live_max,
+            quiet_ts=self.watermark - QUIET_S,
+        ):
             record = self._snapshot(key)
             self._forget(key)
             left += 1

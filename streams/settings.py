@@ -120,6 +120,13 @@ class Settings(BaseSettings):
         " memory (its snapshot, 250-700 bytes; unpacked at its next call)", default=300.0,
         gt=0,
     )
+    state_live_max: int = _env(
+        "DISTILLWATCH_STATE_LIVE_MAX",
+        "accounts held as objects (about 1.2 KB each) above which a sweep also packs the"
+        " longest idle of those without a call for a minute of event time, down to this"
+        " number: bounds the heap when many accounts arrive at once, as in a replay",
+        default=100_000, gt=0,
+    )
     state_idle_s: float = _env(
         "DISTILLWATCH_STATE_IDLE_S",
         "event-time seconds without a call after which an account's state leaves memory for"

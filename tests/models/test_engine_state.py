@@ -99,3 +99,29 @@ def test_samples_only_learnt_from_come_back_without_their_accounts() -> None:
     back = [s for epoch in second.cohorts._pending.values() for s in epoch]
     assert [s[1] for s in back] == [s[1] for s in samples if not s[4]]
     assert all(s[2] is None for s in back)
+
+
+def test_a_cap_on_live_accounts_takes_the_longest_idle_of_the_quiet_ones() -> None:
+    engine = DetectionEngine()
+    t0 = 1_800_000_000.0
+    for i in range(10):  # k0 ... k9, ten seconds apart
+        engine.process(ApiCall(f"e{i}", t0 + 10 * i, "org", f"k{i}", "m", 200, 10, 100))
+    assert not any(engine.awaits_cohort(*key) for key in engine.accounts())
+    now = t0 + 150  # k0 idle 150 s ... k9 60 s: none idle for a pack delay of 300 s
+    assert engine.idle_accounts(now - 300) == []
+    # Four of ten to stay: the six longest idle go, oldest first.
+    assert engine.idle_accounts(now - 300, keep=4, quiet_ts=now - 60) == [
+        ("org", f"k{i}") for i in range(6)
+    ]
+    # Only those without a call since `quiet_ts` may go, even if more than `keep` stay.
+    assert engine.idle_accounts(now - 300, keep=4, quiet_ts=now - 115) == [
+        ("org", "k0"), ("org", "k1"), ("org", "k2"), ("org", "k3")
+    ]
+    # Those idle for the pack delay go whatever the cap, and count towards it.
+    assert engine.idle_accounts(now - 125, keep=4, quiet_ts=now - 60) == [
+        ("org", f"k{i}") for i in range(6)
+    ]
+    assert engine.idle_accounts(now - 125, keep=9, quiet_ts=now - 60) == [
+        ("org", "k0"), ("org", "k1"), ("org", "k2")
+    ]
+    assert engine.idle_accounts(now - 300, keep=10, quiet_ts=now) == []

@@ -230,6 +230,35 @@ def test_idle_stored_accounts_are_kept_packed_as_their_snapshot(
     assert worker.memory_report()["accounts"]["packed"] == 10
 
 
+def test_a_sweep_packs_the_longest_idle_while_more_accounts_are_live_than_the_cap(
+    worker: Pipeline,
+) -> None:
+    worker.settings = worker.settings.model_copy(update={"state_live_max": 4})
+    first = calls(10)  # key_0 ... key_9, a second apart
+
+    async def run() -> None:
+        worker.alert_sent.set()  # type: ignore[attr-defined]
+        worker.merger.add(0, first, now=0.0)
+        await worker._drain(everything=True)
+        assert not any(worker.engine.awaits_cohort("org", c.account_id) for c in first)
+        # Two minutes on: all idle for less than the pack delay, key_0 ... key_9 quiet.
+        worker.merger.add(0, [call_of("key_late", first[-1].ts + 120)], now=0.0)
+        await worker._drain(everything=True)
+        worker._next_eviction = -math.inf
+        await worker._checkpoint()
+
+    asyncio.run(run())
+    # Eleven live, four to stay: the seven longest idle are packed, the newest stay.
+    assert sorted(account for _, account in worker.engine.accounts()) == [
+        "key_7", "key_8", "key_9", "key_late"
+    ]
+    assert sorted(worker._packed) == sorted(f"org\x1fkey_{i}".encode() for i in range(7))
+    assert worker.stats.accounts_packed == 7 and worker.stats.accounts_evicted == 0
+    store = worker.store
+    assert isinstance(store, MemoryStore)
+    assert all(store.snapshots[key] == value for key, value in worker._packed.items())
+
+
 def test_a_packed_account_is_unpacked_at_its_next_call_without_reading_the_store(
     worker: Pipeline,
 ) -> None:

@@ -36,6 +36,7 @@ import faust
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 from clickhouse_connect.driver.client import Client
+from faust.exceptions import ConsumerNotStarted
 
 from models.engine import AccountKey, DetectionEngine
 from models.linking.clusters import CampaignClusters
@@ -307,6 +308,7 @@ class Pipeline:
         self.watermark = 0.0  # max event time (epoch seconds) this worker has seen
         self._dead_lettered = 0
         self._taken: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset taken
+        self._lag_fault_logged = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
         # Account state that outlives the process (streams/statestore.py).
         self.store = AccountStore(settings) if settings.state_store else None
@@ -1153,7 +1155,17 @@ class Pipeline:
             taken = self._taken
             return [tp.partition for tp in assignment if tp.topic == name and _lags(
                 consumer.highwater(tp), _after(taken.get((name, tp.partition))))]
-        except Exception:  # not started, or rebalancing: none known
+        except (ConsumerNotStarted, AssertionError):
+            # Not started, or a partition let go between the assignment and its highwater
+            # (aiokafka asserts that it is assigned): none known this time.
+            return []
+        except Exception:
+            # Anything else is a fault, said once; the merger then releases by its
+            # wall-clock idle rule alone rather than stopping the drain.
+            if not self._lag_fault_logged:
+                self._lag_fault_logged = True
+                log.exception("cannot read the by-account partitions' highwaters; event-time"
+                              " order falls back to the idle rule")
             return []
 
     def health(self) -> dict[str, Any]:

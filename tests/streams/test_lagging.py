@@ -1,0 +1,69 @@
+"""Which by-account partitions the event-time merger waits for: those with records the
+worker has not taken yet, read from the consumer's assignment and highwaters. The
+consumer here is a stand-in with those two methods (the merger's waiting on a real
+broker is in tests/integration)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from faust.exceptions import ConsumerNotStarted
+from faust.types import TP
+
+from streams.pipeline import Pipeline
+from streams.settings import Settings
+
+
+class Consumer:
+    def __init__(self, topic: str, highwaters: dict[int, int], fault: Exception | None = None):
+        self.topic, self.highwaters, self.fault = topic, highwaters, fault
+
+    def assignment(self) -> set[TP]:
+        return {TP(self.topic, p) for p in self.highwaters} | {TP("other", 0)}
+
+    def highwater(self, tp: TP) -> int:
+        if self.fault is not None:
+            raise self.fault
+        return self.highwaters[tp.partition]
+
+
+@pytest.fixture
+def worker(tmp_path: Path) -> Pipeline:
+    return Pipeline(Settings(state_dir=tmp_path, clickhouse_url=None))
+
+
+def test_partitions_with_records_not_taken_yet_are_lagging(worker: Pipeline) -> None:
+    topic = worker.settings.internal_topic_by_account
+    worker.app.consumer = Consumer(topic, {0: 10, 1: 10, 2: 5})  # type: ignore[assignment]
+    worker._taken = {(topic, 0): 9, (topic, 1): 4, ("other", 0): 0}
+    # 0: all taken (last offset 9, highwater 10); 1: five to take; 2: none taken yet
+    # (position unknown).
+    assert worker.lagging_partitions() == [1]
+
+
+@pytest.mark.parametrize("fault", [ConsumerNotStarted("not yet"),
+                                   AssertionError("Partition is not assigned")])
+def test_a_consumer_not_started_or_a_partition_let_go_means_none_lagging_quietly(
+    worker: Pipeline, fault: Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    topic = worker.settings.internal_topic_by_account
+    worker.app.consumer = Consumer(topic, {0: 10}, fault)  # type: ignore[assignment]
+    worker._taken = {(topic, 0): 4}
+    with caplog.at_level(logging.WARNING):
+        assert worker.lagging_partitions() == []
+    assert caplog.records == []
+
+
+def test_any_other_fault_means_none_lagging_and_is_logged_once(
+    worker: Pipeline, caplog: pytest.LogCaptureFixture
+) -> None:
+    topic = worker.settings.internal_topic_by_account
+    worker.app.consumer = Consumer(topic, {0: 10}, KeyError("p0"))  # type: ignore[assignment]
+    worker._taken = {(topic, 0): 4}
+    with caplog.at_level(logging.WARNING):
+        assert worker.lagging_partitions() == []
+        assert worker.lagging_partitions() == []
+    assert [r.levelno for r in caplog.records] == [logging.ERROR]
+    assert "highwaters" in caplog.records[0].getMessage()

@@ -83,6 +83,12 @@ class EventTimeMerger:
     def __len__(self) -> int:
         return len(self._arrived) + sum(map(len, self._runs))
 
+    @property
+    def arrivals(self) -> int:
+        """How many calls were added so far, which is the arrival number of the latest
+        (they number from 1, in the order `add` took them; `drop` is given them)."""
+        return self._seq
+
     def add(self, partition: int, calls: Iterable[ApiCall], now: float) -> float:
         """Take the calls of one record of `partition`, received at `now` (monotonic s);
         returns the latest event time among them (-inf for none)."""
@@ -233,12 +239,12 @@ class OrderedRecords:
         """Take the valid calls of the records of `partition` through `offset`, those
         after the records added before (none: they are done as soon as those before them
         are)."""
-        first = self.merger._seq + 1
+        first = self.merger.arrivals + 1
         latest = self.merger.add(partition, calls, now)
         records = self._records.get(partition)
         if records is None:
             records = self._records[partition] = deque()
-        records.append((offset + 1, latest, first, self.merger._seq))
+        records.append((offset + 1, latest, first, self.merger.arrivals))
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop the waiting calls of `partitions`, which this consumer no longer holds:

@@ -273,15 +273,17 @@ def _wait_for(workers: list[Worker], target: int, result: Result | None = None,
 
 
 def _wait_for_assignment(workers: list[Worker], timeout_s: float = 120.0) -> None:
-    """Wait until every worker holds partitions of the by-account topic."""
+    """Wait until every worker holds partitions of the by-account topic and of the input
+    (two consumer groups: the input's joins once the first is settled)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         healths = [w.health() or {} for w in workers]
-        if all(h.get("partitions") for h in healths):
+        if all(h.get("partitions") and h.get("input_partitions") for h in healths):
             return
         time.sleep(0.5)
     raise RuntimeError("the workers' group did not settle: " + ", ".join(
-        f"{w.name}: {(w.health() or {}).get('partitions')}" for w in workers))
+        f"{w.name}: {(w.health() or {}).get('partitions')}"
+        f" (input {(w.health() or {}).get('input_partitions')})" for w in workers))
 
 
 def run_scenario(args: argparse.Namespace, name: str, app: str, batch: int, accounts: int,

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from itertools import chain
 from operator import attrgetter, itemgetter
 
@@ -180,6 +180,11 @@ class EventTimeMerger:
             waiting.popleft()
         return out
 
+    def waiting_arrivals(self) -> Iterator[int]:
+        """The arrival numbers of the calls waiting, in no particular order."""
+        for entry in chain(self._arrived, *self._runs):
+            yield entry[3]
+
     def drop(self, unwanted: Callable[[int], bool]) -> None:
         """Forget the waiting calls whose arrival numbers (as `add` gave them) are
         `unwanted`."""
@@ -228,40 +233,58 @@ class OrderedRecords:
     def __init__(self, merger: EventTimeMerger | None = None) -> None:
         self.merger = merger if merger is not None else EventTimeMerger()
         # partition -> (offset after the records, their latest event time, the arrival
-        # numbers of their calls from, to), oldest first, of the records added whose calls
-        # have not all been let go
-        self._records: dict[int, deque[tuple[int, float, int, int]]] = {}
+        # numbers of their calls from, to, and where each record's calls start: (offset,
+        # index among the calls) for each, None for a single record), oldest first, of
+        # the records added whose calls have not all been let go
+        self._records: dict[int, deque[_Records]] = {}
 
     def __len__(self) -> int:
         return len(self.merger)
 
-    def add(self, partition: int, offset: int, calls: list[ApiCall], now: float) -> None:
+    def add(self, partition: int, offset: int, calls: list[ApiCall], now: float,
+            starts: Sequence[tuple[int, int]] | None = None) -> None:
         """Take the valid calls of the records of `partition` through `offset`, those
         after the records added before (none: they are done as soon as those before them
-        are)."""
+        are). `starts`: each record's offset and the index in `calls` of its first call,
+        when they are several records (what `forget` can then tell apart)."""
         first = self.merger.arrivals + 1
         latest = self.merger.add(partition, calls, now)
         records = self._records.get(partition)
         if records is None:
             records = self._records[partition] = deque()
-        records.append((offset + 1, latest, first, self.merger.arrivals))
+        records.append((offset + 1, latest, first, self.merger.arrivals, starts))
 
-    def forget(self, partitions: Iterable[int]) -> None:
+    def forget(self, partitions: Iterable[int]) -> dict[int, int]:
         """Drop the waiting calls of `partitions`, which this consumer no longer holds:
-        their new owner reads them again from the last committed offset, and sending them
-        here too would count them twice."""
-        spans = sorted((first, last) for partition in partitions
-                       for _, _, first, last in self._records.pop(partition, ())
-                       if first <= last)
-        if not spans:
-            return
-        starts = [first for first, _ in spans]
+        their new owner reads them again, and sending them here too would count them
+        twice. Returns, for each of them with records here, the offset to commit before it
+        moves: that of the first record with a call dropped, or the end of the records
+        added if none was. Every call before it was let go; the caller commits it once
+        those are sent, so the new owner reads again only what was dropped here (when a
+        partition's calls come in event-time order: else a record after the first one
+        dropped may have been let go already, and is read again)."""
+        groups = {p: records for p in partitions if (records := self._records.pop(p, None))}
+        spans = sorted((first, last, partition) for partition, records in groups.items()
+                       for _, _, first, last, _ in records if first <= last)
+        earliest: dict[int, int] = {}  # partition -> arrival number of its first call dropped
+        if spans:
+            starts = [first for first, _, _ in spans]
 
-        def unwanted(seq: int) -> bool:
-            at = bisect_right(starts, seq) - 1
-            return at >= 0 and seq <= spans[at][1]
+            def owner(seq: int) -> int | None:
+                at = bisect_right(starts, seq) - 1
+                return spans[at][2] if at >= 0 and seq <= spans[at][1] else None
 
-        self.merger.drop(unwanted)
+            for seq in self.merger.waiting_arrivals():
+                held_by = owner(seq)
+                if held_by is not None and seq < earliest.get(held_by, seq + 1):
+                    earliest[held_by] = seq
+            self.merger.drop(lambda seq: owner(seq) is not None)
+        resume: dict[int, int] = {}
+        for partition, records in groups.items():
+            dropped = earliest.get(partition)
+            resume[partition] = (records[-1][0] if dropped is None
+                                 else _record_of(records, dropped))
+        return resume
 
     def release(self, now: float, lagging: Collection[int] = ()) -> tuple[list[ApiCall],
                                                                              dict[int, int]]:
@@ -273,3 +296,18 @@ class OrderedRecords:
             while records and records[0][1] <= limit:
                 done[partition] = records.popleft()[0]
         return calls, done
+
+
+# (offset after the records, latest event time, first and last arrival number, starts)
+_Records = tuple[int, float, int, int, "Sequence[tuple[int, int]] | None"]
+
+
+def _record_of(records: Iterable[_Records], seq: int) -> int:
+    """The offset of the record whose calls include arrival number `seq`."""
+    for after, _, first, last, starts in records:
+        if first <= seq <= last:
+            if starts is None:
+                return after - 1
+            at = bisect_right([first + index for _, index in starts], seq) - 1
+            return starts[at][0]
+    raise ValueError(f"no record holds arrival {seq}")

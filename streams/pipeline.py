@@ -19,6 +19,7 @@ progress (ticks) there, so quiet campaigns resolve.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -181,9 +182,10 @@ class _HandOver(ConsumerRebalanceListener):  # type: ignore[misc]
     """Input partitions about to move (aiokafka revokes every partition held at each
     rebalance, and assigns again those that stay): the calls of theirs waiting to
     be ordered are dropped, and the offsets of every batch sent are committed first, so
-    that their new owner reads again little of what was sent here (sent twice, calls are
-    counted twice). Input stays at-least-once across a rebalance: a two-worker start
-    still re-reads about one take (bench/PROFILE.md, "Eighth pass")."""
+    that their new owner reads from there (sent twice, calls are counted twice). Until
+    the new assignment, the ingest loop takes nothing (`Pipeline.input_partitions`):
+    aiokafka still reports the old assignment then, and a fetch made before the revoke
+    would otherwise be sent here and read again by the new owner."""
 
     def __init__(self, pipeline: Pipeline, consumer: AIOKafkaConsumer,
                  in_flight: deque[tuple[asyncio.Future[Any], dict[Any, int]]]) -> None:
@@ -191,12 +193,17 @@ class _HandOver(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         async with self.pipeline._ingest_lock:  # the batch under way is sent first
+            self.pipeline._input_assignment = None
+            self.pipeline._input_moves += 1
             await self._hand_over(revoked)
 
     async def _hand_over(self, revoked: Iterable[TopicPartition]) -> None:
         pipeline, in_flight = self.pipeline, self.in_flight
+        revoked = list(revoked)
         gone = {tp.partition for tp in revoked}
-        pipeline.input_order.forget(gone)
+        # Where each partition's new owner is to start: the first record with a call
+        # dropped here, past every call sent (those of records partly sent included).
+        resume = pipeline.input_order.forget(gone)
         for tp in revoked:
             pipeline._taken.pop((tp.topic, tp.partition), None)
         commit: dict[Any, int] = {}
@@ -204,9 +211,14 @@ class _HandOver(ConsumerRebalanceListener):  # type: ignore[misc]
             future, offsets = in_flight[0]
             await asyncio.wait([future])
             if future.exception() is not None:
+                resume = {}  # not every call let go was sent: commit only what was
                 break  # the ingest loop stops the worker on it
             in_flight.popleft()
             commit.update(offsets)
+        topic = pipeline.settings.topic_api_calls
+        for partition, offset in resume.items():
+            tp = TopicPartition(topic, partition)
+            commit[tp] = max(commit.get(tp, offset), offset)
         if commit:
             try:
                 await self.consumer.commit(commit)
@@ -215,7 +227,7 @@ class _HandOver(ConsumerRebalanceListener):  # type: ignore[misc]
                             "may be read twice", exc)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        pass
+        self.pipeline._input_assignment = frozenset(assigned)
 
 
 def _fetch_size_per_partition(partitions: int) -> int:
@@ -226,6 +238,17 @@ def _fetch_size_per_partition(partitions: int) -> int:
     it all, the last would fall hours of event time behind in a backlog, and detect would
     hold the others' calls for them (bench/PROFILE.md, "Eighth pass")."""
     return min(16 * 1024 * 1024, (48 * 1024 * 1024) // (3 * partitions + 1))
+
+
+def _read_again(consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[Any]]) -> None:
+    """Move the consumer back to the first of the fetched records of each partition it
+    holds, so that it reads them again. A partition assigned anew since is read from its
+    committed offset anyway, and one no longer held is its new owner's."""
+    held = consumer.assignment()
+    for tp, records in batches.items():
+        if records and tp in held:
+            with contextlib.suppress(IllegalStateError):  # let go meanwhile
+                consumer.seek(tp, records[0].offset)
 
 
 async def _input_lagging(consumer: AIOKafkaConsumer, assigned: Iterable[Any]) -> list[int]:
@@ -301,6 +324,10 @@ class Pipeline:
         # alert (a replay waits for its lagging partitions all the same).
         self.input_order = OrderedRecords(EventTimeMerger(idle_s=INGEST_IDLE_S))
         self._ingest_lock = asyncio.Lock()  # a batch of input, or a hand-over (`_HandOver`)
+        # Input partitions held since the last rebalance (None: one under way), and how
+        # many times input partitions were revoked (a fetch from before one is not taken).
+        self._input_assignment: frozenset[TopicPartition] | None = None
+        self._input_moves = 0
         self._drain_lock = asyncio.Lock()
         self._next_tick = -math.inf
         self._next_observer_expiry = -math.inf
@@ -443,6 +470,7 @@ class Pipeline:
         try:
             wanted: list[TopicPartition] = []  # none: every partition
             while True:
+                moves = self._input_moves
                 try:
                     # Calls waiting for a quiet partition go once it has been quiet for
                     # INGEST_IDLE_S: look again by then, whether input comes or not.
@@ -454,8 +482,16 @@ class Pipeline:
                 # Under the lock the rebalance listener takes: partitions cannot move
                 # between the look at the assignment and the sends of this batch.
                 async with self._ingest_lock:
+                    assigned = self._input_assignment
+                    if assigned is None or self._input_moves != moves:
+                        # A rebalance since the fetch began, or under way: what was
+                        # fetched is not taken (the hand-over committed what was sent).
+                        # Its partitions are read again from there, or from where this
+                        # fetch began if they are held as they were.
+                        _read_again(consumer, batches)
+                        wanted = []
+                        continue
                     now = time.monotonic()
-                    assigned = consumer.assignment()
                     # (what waited of partitions revoked since, `_HandOver` has dropped)
                     order.merger.assign([tp.partition for tp in assigned], now)
                     # (what was fetched of partitions revoked meanwhile is read again by
@@ -502,11 +538,12 @@ class Pipeline:
         sent: list[Any] = []
         waiting = 0
         calls: list[ApiCall] = []  # of the records of `partition` not added yet
+        starts: list[tuple[int, int]] = []  # ... each one's offset and its first call there
         partition, last = -1, -1  # ... and the offset of the last of them
         for n, record in enumerate(records, 1):
             if record.partition != partition and last >= 0:
-                order.add(partition, last, calls, now)
-                calls, last = [], -1
+                order.add(partition, last, calls, now, starts)
+                calls, starts, last = [], [], -1
             partition = record.partition
             if self._first_delivery(record):
                 stats.records_in += 1
@@ -516,12 +553,13 @@ class Pipeline:
                 stats.rejected += len(rejections)
                 stats.events_valid += len(valid)
                 waiting += len(valid)
+                starts.append((record.offset, len(calls)))
                 calls += valid
                 last = record.offset
             if waiting >= INGEST_SLICE_CALLS or n == len(records):
                 if last >= 0:
-                    order.add(partition, last, calls, now)
-                    calls, last = [], -1
+                    order.add(partition, last, calls, now, starts)
+                    calls, starts, last = [], [], -1
                 sent += await self._send_released(lagging, now, done)
                 waiting = 0
         if not records:  # nothing new: calls held for a partition that went idle may go
@@ -1145,6 +1183,12 @@ class Pipeline:
         name = self.settings.internal_topic_by_account
         return sorted(tp.partition for tp in assignment if tp.topic == name)
 
+    def input_partitions(self) -> list[int] | None:
+        """Partitions of the input topic this worker reads (None: a rebalance is under
+        way, or the input consumer has not joined yet)."""
+        assigned = self._input_assignment
+        return None if assigned is None else sorted(tp.partition for tp in assigned)
+
     def lagging_partitions(self) -> list[int]:
         """Partitions of the by-account topic with records this worker has not taken yet
         (the merger waits for them, however long they are silent)."""
@@ -1172,6 +1216,7 @@ class Pipeline:
         s = self.stats
         return {
             "partitions": self.assigned_partitions(),
+            "input_partitions": self.input_partitions(),
             "records_in": s.records_in,
             "events_valid": s.events_valid,
             "rejected": s.rejected,

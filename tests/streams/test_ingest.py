@@ -90,3 +90,32 @@ def test_a_partition_lags_while_records_wait_in_it() -> None:
     assert lags(end=10, position=3) and lags(end=10, position=9)
     assert not lags(end=10, position=10)
     assert not lags(end=None, position=3) and not lags(end=10, position=None)
+
+
+def test_a_fetch_not_taken_for_a_rebalance_is_read_again_where_the_partitions_stay() -> None:
+    from aiokafka import TopicPartition
+    from aiokafka.errors import IllegalStateError
+
+    class Consumer:
+        def __init__(self) -> None:
+            self.sought: dict[TopicPartition, int] = {}
+
+        def assignment(self) -> set[TopicPartition]:
+            return {TopicPartition("in", 0), TopicPartition("in", 1), TopicPartition("in", 3)}
+
+        def seek(self, tp: TopicPartition, offset: int) -> None:
+            if tp.partition == 3:
+                raise IllegalStateError("let go meanwhile")
+            self.sought[tp] = offset
+
+    def records(*offsets: int) -> list[Any]:
+        return [SimpleNamespace(offset=o) for o in offsets]
+
+    consumer = Consumer()
+    pipeline_module._read_again(consumer, {  # type: ignore[arg-type]
+        TopicPartition("in", 0): records(17, 18, 19),
+        TopicPartition("in", 1): [],
+        TopicPartition("in", 2): records(5),  # no longer held: its new owner's
+        TopicPartition("in", 3): records(40),
+    })
+    assert consumer.sought == {TopicPartition("in", 0): 17}

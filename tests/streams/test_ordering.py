@@ -361,3 +361,40 @@ def test_releases_what_the_reference_releases_at_scale(merger: type[EventTimeMer
         steps = random_steps(rng, lagging)
         assert (replay(merger(1, 2, max_buffered), steps)
                 == replay(MedianOverflowHeapMerger(1, 2, max_buffered), steps))
+
+
+def test_a_revoked_partition_is_committed_through_every_call_let_go_records_partly_sent_too(
+) -> None:
+    order = OrderedRecords(EventTimeMerger(idle_s=100, max_hold_s=100))
+    # Partition 0: records 10, 11, 12 (calls at 1, 2, 6) taken together, then 13 (at 8).
+    order.add(0, 12, [call(1, "a"), call(2, "a"), call(6, "a")], now=0,
+              starts=[(10, 0), (11, 1), (12, 2)])
+    order.add(0, 13, [call(8, "a")], now=0)
+    # Partition 1: records 40 (at 3), 41 (rejected events only), 42 (at 4), 43 (at 9).
+    order.add(1, 43, [call(3, "b"), call(4, "b"), call(9, "b")], now=0,
+              starts=[(40, 0), (41, 1), (42, 1), (43, 2)])
+    # Partition 2: records 7 and 8, all let go below.
+    order.add(2, 8, [call(0, "c"), call(5, "c")], now=0, starts=[(7, 0), (8, 1)])
+    calls, done = order.release(now=0)  # through 5, partition 2's latest
+    assert [c.ts for c in calls] == [0, 1, 2, 3, 4, 5]
+    assert done == {2: 9}  # the groups of 0 and 1 are only partly let go
+    resume = order.forget([0, 1, 2])
+    # 0: records 10 and 11 sent, 12 onwards dropped; 1: everything before 43 sent (41 had
+    # no valid call); 2: nothing left here, so nothing to say beyond `done`.
+    assert resume == {0: 12, 1: 43}
+    assert len(order) == 0 and order.release(now=200) == ([], {})
+
+
+def test_a_revoked_partition_with_nothing_let_go_resumes_at_its_first_record() -> None:
+    order = OrderedRecords(EventTimeMerger(idle_s=100, max_hold_s=100))
+    order.add(1, 5, [call(1, "x")], now=0)
+    order.add(0, 21, [call(7, "a"), call(8, "a")], now=0, starts=[(20, 0), (21, 1)])
+    order.add(0, 22, [call(9, "a")], now=0)  # one record: no starts
+    calls, _ = order.release(now=0)
+    assert [c.ts for c in calls] == [1]
+    assert order.forget([0]) == {0: 20}
+    order2 = OrderedRecords(EventTimeMerger(idle_s=100, max_hold_s=100))
+    order2.add(0, 22, [call(9, "a")], now=0)
+    order2.add(1, 5, [call(1, "x")], now=0)
+    order2.release(now=0)
+    assert order2.forget([0]) == {0: 22}  # a record given alone is its own start

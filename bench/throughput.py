@@ -210,27 +210,23 @@ class Profiler:
                 self.process.kill()
 
 
+# Health counters summed over the workers as they are.
+_COUNTERS = ("records_in", "events_detected", "accounts_tracked", "alerts", "accounts_evicted",
+             "state_written", "accounts_packed", "accounts_unpacked")
+
+
 def _health_total(workers: list[Worker]) -> dict[str, Any] | None:
-    total: dict[str, Any] = {"records_in": 0, "events_detected": 0, "accounts_tracked": 0,
-                             "clickhouse_pending": 0, "ch_rows": 0, "alerts": 0,
-                             "accounts_evicted": 0, "state_written": 0,
-                             "accounts_packed": 0, "accounts_unpacked": 0}
+    total: dict[str, Any] = dict.fromkeys((*_COUNTERS, "clickhouse_pending", "ch_rows"), 0)
     for w in workers:
         h = w.health()
         if h is None:
             if not w.alive():
                 raise RuntimeError(f"{w.name} died:\n{w.log()[-3000:]}")
             return None
-        total["records_in"] += h.get("records_in", 0)
-        total["events_detected"] += h.get("events_detected", 0)
-        total["accounts_tracked"] += h.get("accounts_tracked", 0)
+        for name in _COUNTERS:
+            total[name] += h.get(name, 0)
         total["clickhouse_pending"] += h.get("clickhouse_pending") or 0
         total["ch_rows"] += sum((h.get("clickhouse_rows_written") or {}).values())
-        total["alerts"] += h.get("alerts", 0)
-        total["accounts_evicted"] += h.get("accounts_evicted", 0)
-        total["state_written"] += h.get("state_written", 0)
-        total["accounts_packed"] += h.get("accounts_packed", 0)
-        total["accounts_unpacked"] += h.get("accounts_unpacked", 0)
     return total
 
 
@@ -281,9 +277,10 @@ def _wait_for_assignment(workers: list[Worker], timeout_s: float = 120.0) -> Non
         if all(h.get("partitions") and h.get("input_partitions") for h in healths):
             return
         time.sleep(0.5)
-    raise RuntimeError("the workers' group did not settle: " + ", ".join(
-        f"{w.name}: {(w.health() or {}).get('partitions')}"
-        f" (input {(w.health() or {}).get('input_partitions')})" for w in workers))
+    healths = [w.health() or {} for w in workers]
+    raise RuntimeError("the workers' groups did not settle: " + ", ".join(
+        f"{w.name}: {h.get('partitions')} (input {h.get('input_partitions')})"
+        for w, h in zip(workers, healths, strict=True)))
 
 
 def run_scenario(args: argparse.Namespace, name: str, app: str, batch: int, accounts: int,

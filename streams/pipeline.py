@@ -1001,10 +1001,10 @@ class Pipeline:
 
         Packing does not wait for the store: when snapshots fall behind (a replay of new
         accounts), the accounts held as objects still follow event time."""
-        before = self.watermark - self.settings.state_idle_s
+        settings = self.settings
+        before = self.watermark - settings.state_idle_s
         dirty, packed, unwritten = self._dirty, self._packed, self._unwritten
         writing, stats, left = self._writing, self.stats, 0
-        settings = self.settings
         for key in self.engine.idle_accounts(
             self.watermark - settings.state_pack_s, keep=settings.state_live_max,
             quiet_ts=self.watermark - QUIET_S,

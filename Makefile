@@ -9,9 +9,13 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test install kafka-start kafka-stop lint bench-detection bench-core clean
 
-$(STAMP): pyproject.toml
+NATIVE := native/Cargo.toml native/pyproject.toml native/distillwatch_native.pyi $(wildcard native/src/*.rs)
+
+# The Rust edge (native/) is built by maturin with cargo, from PyPI and crates.io.
+$(STAMP): pyproject.toml $(NATIVE)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet ./native
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 

@@ -30,23 +30,39 @@ from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from itertools import chain
 from operator import attrgetter, itemgetter
+from typing import Generic, Protocol, TypeVar
 
-from models.records import ApiCall
+
+class Timed(Protocol):
+    """What orders a call: a `models.records.ApiCall` (detect) or a
+    `streams.edge.EdgeCall` (the edge)."""
+
+    @property
+    def ts(self) -> float: ...
+
+    @property
+    def tenant_id(self) -> str: ...
+
+    @property
+    def account_id(self) -> str: ...
 
 
-def order_key(call: ApiCall) -> tuple[float, str, str]:
+C = TypeVar("C", bound=Timed)
+
+
+def order_key(call: Timed) -> tuple[float, str, str]:
     """Event time, then account: how calls are ordered here and in offline replay."""
     return (call.ts, call.tenant_id, call.account_id)
 
 
 # A waiting call as (ts, tenant_id, account_id, arrival seq, call): order_key, then arrival
 # order, compared as a plain tuple (seq is unique, so the call itself is never compared).
-_Entry = tuple[float, str, str, int, ApiCall]
+_Entry = tuple[float, str, str, int, C]
 _event_time, _tenant, _account = attrgetter("ts"), attrgetter("tenant_id"), attrgetter("account_id")
 _entry_time, _entry_call = itemgetter(0), itemgetter(4)
 
 
-class EventTimeMerger:
+class EventTimeMerger(Generic[C]):
     """Buffers calls per partition and releases them in event-time order.
 
     Each release is sorted by `order_key`, equal keys in the order they were added, so
@@ -70,8 +86,8 @@ class EventTimeMerger:
     def __init__(self, idle_s: float = 1.0, max_hold_s: float = 2.0,
                  max_buffered: int = 200_000) -> None:
         self.idle_s, self.max_hold_s, self.max_buffered = idle_s, max_hold_s, max_buffered
-        self._arrived: list[_Entry] = []  # added since the last release, in arrival order
-        self._runs: list[list[_Entry]] = []  # each sorted, none empty
+        self._arrived: list[_Entry[C]] = []  # added since the last release, in arrival order
+        self._runs: list[list[_Entry[C]]] = []  # each sorted, none empty
         self._seq = 0  # keeps arrival order among equal keys
         self._progress: dict[int, float] = {}  # partition -> latest event time received
         self._last_seen: dict[int, float] = {}  # partition -> wall clock of its last record
@@ -89,7 +105,7 @@ class EventTimeMerger:
         (they number from 1, in the order `add` took them; `drop` is given them)."""
         return self._seq
 
-    def add(self, partition: int, calls: Iterable[ApiCall], now: float) -> float:
+    def add(self, partition: int, calls: Iterable[C], now: float) -> float:
         """Take the calls of one record of `partition`, received at `now` (monotonic s);
         returns the latest event time among them (-inf for none)."""
         if not isinstance(calls, list | tuple):
@@ -136,7 +152,7 @@ class EventTimeMerger:
         least = min(behind)[0]
         return [p for ts, p in behind if ts == least]
 
-    def release(self, now: float, lagging: Collection[int] = ()) -> list[ApiCall]:
+    def release(self, now: float, lagging: Collection[int] = ()) -> list[C]:
         """The calls that may go on now, in event-time order. `lagging`: partitions whose
         consumer has not reached their end (records wait in the topic for them)."""
         arrived, runs, waiting = self._arrived, self._runs, self._waiting
@@ -202,10 +218,10 @@ class EventTimeMerger:
             merged.sort()
             runs[first:] = [merged]
 
-    def _take_through(self, limit: float) -> list[ApiCall]:
+    def _take_through(self, limit: float) -> list[C]:
         """Remove and return every waiting call with event time <= `limit`, in order."""
-        taken: list[list[_Entry]] = []
-        kept: list[list[_Entry]] = []
+        taken: list[list[_Entry[C]]] = []
+        kept: list[list[_Entry[C]]] = []
         for run in self._runs:
             cut = bisect_right(run, limit, key=_entry_time)
             if cut == len(run):
@@ -223,15 +239,15 @@ class EventTimeMerger:
         return list(map(_entry_call, taken[0])) if taken else []
 
 
-class OrderedRecords:
+class OrderedRecords(Generic[C]):
     """The edge's input: the calls of input records merged in event time across the input
     partitions, and for each partition the offset through which every record's calls have
     been let go (what may be committed: a record whose calls still wait is read again
     after a crash, never lost).
     """
 
-    def __init__(self, merger: EventTimeMerger | None = None) -> None:
-        self.merger = merger if merger is not None else EventTimeMerger()
+    def __init__(self, merger: EventTimeMerger[C] | None = None) -> None:
+        self.merger: EventTimeMerger[C] = merger if merger is not None else EventTimeMerger()
         # partition -> (offset after the records, their latest event time, the arrival
         # numbers of their calls from, to, and where each record's calls start: (offset,
         # index among the calls) for each, None for a single record), oldest first, of
@@ -241,7 +257,7 @@ class OrderedRecords:
     def __len__(self) -> int:
         return len(self.merger)
 
-    def add(self, partition: int, offset: int, calls: list[ApiCall], now: float,
+    def add(self, partition: int, offset: int, calls: list[C], now: float,
             starts: Sequence[tuple[int, int]] | None = None) -> None:
         """Take the valid calls of the records of `partition` through `offset`, those
         after the records added before (none: they are done as soon as those before them
@@ -286,7 +302,7 @@ class OrderedRecords:
                                  else _record_of(records, dropped))
         return resume
 
-    def release(self, now: float, lagging: Collection[int] = ()) -> tuple[list[ApiCall],
+    def release(self, now: float, lagging: Collection[int] = ()) -> tuple[list[C],
                                                                              dict[int, int]]:
         """The calls that may go on now, in event-time order, and the offsets through
         which the records of each partition are wholly let go (partitions with news)."""

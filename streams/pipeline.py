@@ -51,7 +51,7 @@ from schemas.feedback import AnalystVerdict
 from streams import memory
 from streams.clickhouse import connect, migrate, query_rows
 from streams.deadletter import dead_letter
-from streams.fast_decode import decode_calls
+from streams.edge import EdgeCall, EdgeReader, encode_edge_calls, group_by_destination
 from streams.internal import (
     decode_by_account,
     decode_edges_or_tick,
@@ -323,6 +323,7 @@ class Pipeline:
         # to one partition at a time, and waiting longer for a quiet one delays every
         # alert (a replay waits for its lagging partitions all the same).
         self.input_order = OrderedRecords(EventTimeMerger(idle_s=INGEST_IDLE_S))
+        self.edge = EdgeReader(settings.topic_partitions)
         self._ingest_lock = asyncio.Lock()  # a batch of input, or a hand-over (`_HandOver`)
         # Input partitions held since the last rebalance (None: one under way), and how
         # many times input partitions were revoked (a fetch from before one is not taken).
@@ -537,7 +538,7 @@ class Pipeline:
         order, done = self.input_order, {}
         sent: list[Any] = []
         waiting = 0
-        calls: list[ApiCall] = []  # of the records of `partition` not added yet
+        calls: list[EdgeCall] = []  # of the records of `partition` not added yet
         starts: list[tuple[int, int]] = []  # ... each one's offset and its first call there
         partition, last = -1, -1  # ... and the offset of the last of them
         for n, record in enumerate(records, 1):
@@ -547,7 +548,7 @@ class Pipeline:
             partition = record.partition
             if self._first_delivery(record):
                 stats.records_in += 1
-                valid, rejections = decode_calls(record.value)
+                valid, rejections = self.edge.read(record.value)
                 for rejection in rejections:
                     sent.append(await self._dead_letter(rejection, topic, record))
                 stats.rejected += len(rejections)
@@ -573,9 +574,8 @@ class Pipeline:
         calls, offsets = self.input_order.release(now, lagging)
         done.update(offsets)
         sent: list[Any] = []
-        for partition, group in group_by_partition(calls, "account_id",
-                                                   self.settings.topic_partitions).items():
-            sent += await _send_chunks(self.by_account, group, encode_calls, partition)
+        for partition, group in group_by_destination(calls).items():
+            sent += await _send_chunks(self.by_account, group, encode_edge_calls, partition)
         return sent
 
     def _first_delivery(self, message: Any) -> bool:

@@ -28,14 +28,14 @@ def test_a_large_fetch_is_sent_in_slices_and_nothing_is_lost(
         log.append(("sent", partition, decode_by_account(encode(items))))
         return []
 
-    decode = pipeline_module.decode_calls
+    read = worker.edge.read
 
-    def logged_decode(value: bytes) -> Any:
+    def logged_read(value: bytes) -> Any:
         log.append(("decoded",))
-        return decode(value)
+        return read(value)
 
     monkeypatch.setattr(pipeline_module, "_send_chunks", send)
-    monkeypatch.setattr(pipeline_module, "decode_calls", logged_decode)
+    monkeypatch.setattr(worker.edge, "read", logged_read)
     events = [e for i in range(4) for e in chatter("org", f"key_{i}", n=6, start=START)]
     records = [
         SimpleNamespace(topic="api-calls", partition=0, offset=n,

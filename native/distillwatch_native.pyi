@@ -1,0 +1,31 @@
+"""Type stubs of the Rust extension built from native/src/lib.rs (see streams/edge.py)."""
+
+class EdgeCall:
+    """One valid call at the edge: what orders it, its by-account partition, its payload."""
+
+    def __init__(self, ts: float, tenant_id: str, account_id: str, partition: int,
+                 payload: bytes) -> None: ...
+    @property
+    def ts(self) -> float: ...
+    @property
+    def tenant_id(self) -> str: ...
+    @property
+    def account_id(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def payload(self) -> bytes:
+        """The msgpack of the call's `models.records.ApiCall`."""
+
+class EdgeDecoder:
+    """Reads `api-calls` records into `EdgeCall`s, within the contract's size limits."""
+
+    def __init__(self, partitions: int, max_message_bytes: int, max_event_bytes: int,
+                 max_batch_events: int) -> None: ...
+    @property
+    def partitions(self) -> int: ...
+    def decode(self, value: bytes) -> list[EdgeCall] | None:
+        """The calls of one record, or None when the Python edge must read it."""
+
+def encode_calls(tag: bytes, calls: list[EdgeCall]) -> bytes:
+    """`tag`, then a msgpack array of the calls' payloads."""

@@ -3,13 +3,15 @@
     python -m bench.steps [--events 300000] [--accounts 10000]
 
 The steps of `streams.pipeline`, in its order, on the throughput bench's traffic in
-records of 1,000 events: validating at the edge, re-keying and encoding for the internal
-topic, decoding there, ordering in event time, the detection engine, linking suspicion,
+records of 1,000 events: validating at the edge (the Rust reader of `streams.edge`),
+re-keying and encoding for the internal topic (its payloads joined), decoding there,
+ordering in event time, the detection engine, linking suspicion,
 the link observer and its records, the ClickHouse sink's buffering and row building (no
 insert), and one snapshot per account. The worker's CPU per event
 (`python -m bench.throughput`) minus the total here is what Kafka, Faust, asyncio and
-the ClickHouse insert cost on top. The collector runs as in a worker (start-up heap
-frozen, thresholds 50,000/20/100).
+the ClickHouse insert cost on top. After the total, what the Python edge (`decode_calls`,
+then msgspec's encoding) costs for the same records, for comparison. The collector runs
+as in a worker (start-up heap frozen, thresholds 50,000/20/100).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from models.linking.observe import LinkObservation, LinkObserver
 from models.linking.suspicion import LinkingSuspicion
 from models.records import ApiCall
 from streams.cli import WORKER_GC_THRESHOLD
+from streams.edge import EdgeReader, encode_edge_calls, group_by_destination
 from streams.fast_decode import decode_calls
 from streams.internal import (
     decode_by_account,
@@ -68,12 +71,14 @@ def main() -> None:
         rows.append((label, (time.process_time() - started) / n * 1e6))
         return result
 
-    decoded = step("edge: decode_calls (JSON -> ApiCall, validated)",
-                   lambda: [decode_calls(r)[0] for r in records])
-    internal = step("re-key by account and encode (msgpack)", lambda: [
-        encode_calls(group[i:i + 1000])
+    reader = EdgeReader(PARTITIONS)
+    decoded = step("edge: Rust reader (JSON -> EdgeCall, validated)",
+                   lambda: [reader.read(r)[0] for r in records])
+    assert reader.by_python == 0, "the Rust reader declined the bench's records"
+    internal = step("re-key by account and encode (payloads joined)", lambda: [
+        encode_edge_calls(group[i:i + 1000])
         for calls in decoded
-        for group in group_by_partition(calls, "account_id", PARTITIONS).values()
+        for group in group_by_destination(calls).values()
         for i in range(0, len(group), 1000)
     ])
     by_account = step("decode internal records", lambda: [decode_by_account(v) for v in internal])
@@ -134,6 +139,17 @@ def main() -> None:
     for label, us in rows:
         print(f"{us:7.2f}  {label}")
     print(f"{sum(us for _, us in rows):7.2f}  total")
+    edge_rows = len(rows)
+    python_calls = step("", lambda: [decode_calls(r)[0] for r in records])
+    step("", lambda: [
+        encode_calls(group[i:i + 1000])
+        for calls in python_calls
+        for group in group_by_partition(calls, "account_id", PARTITIONS).values()
+        for i in range(0, len(group), 1000)
+    ])
+    (_, decode_us), (_, encode_us) = rows[edge_rows:]
+    print(f"the Python edge for the same records: {decode_us:.2f} decode (decode_calls), "
+          f"{encode_us:.2f} re-key and encode (msgspec)")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """Type stubs of the Rust extension built from native/src/lib.rs (see streams/edge.py)."""
 
+from typing import Any
+
 class EdgeCall:
     """One valid call at the edge: what orders it, its by-account partition, its payload."""
 
@@ -29,3 +31,12 @@ class EdgeDecoder:
 
 def encode_calls(tag: bytes, calls: list[EdgeCall]) -> bytes:
     """`tag`, then a msgpack array of the calls' payloads."""
+
+class ObserverCore:
+    """`models.linking.observe.LinkObserver.observe` on the observer's account arrays."""
+
+    def __init__(self, refresh_s: float, step_q: int, template_calls: int,
+                 signup_bucket_s: float, onset_bucket_s: float, blank: Any,
+                 observation: Any, identities_max: int) -> None: ...
+    def observe(self, accounts: dict[str, Any], call: Any, suspicion: float) -> list[Any]:
+        """The observations of one call (instances of `observation`)."""

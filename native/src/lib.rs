@@ -1118,8 +1118,420 @@ fn encode_calls<'py>(
     Ok(PyBytes::new(py, &out))
 }
 
+// The link observer's per-call step (`models.linking.observe.LinkObserver.observe`) -------
+//
+// The same arithmetic on the same per-account `array("I")` of 30 words, so snapshots are
+// unchanged: see the Python module for what the words and the Bloom bits mean. Text that
+// becomes part of a key or an id is made by Python's own `str()` of the field, so numbers
+// print as Python prints them (`1` and `True`, `0.0` and `-0.0` differ).
+
+const FIRST_SEEN: usize = 0;
+const REFRESHED: usize = 1;
+const SUSPICION: usize = 2;
+const CALLS: usize = 3;
+const RING_NEXT: usize = 4;
+const RING: usize = 5;
+const TEMPLATE_BANDS: usize = 4;
+const RING_SLOTS: usize = 2 * TEMPLATE_BANDS;
+const BLOOM: usize = RING + RING_SLOTS;
+const BLOOM_WORDS: usize = 17;
+const BLOOM_BITS: u64 = 32 * BLOOM_WORDS as u64;
+const SLOTS: usize = BLOOM + BLOOM_WORDS;
+const ONSET_ID: u64 = 0x5EED_0001;
+const SIGNUP_SALT: i128 = 0x9E37_79B9;
+const GOLDEN: u64 = 0x9E37_79B1;
+const BAND_PAIRS: [(usize, usize); 6] = [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)];
+
+type BloomBits = (usize, u32, usize, u32);
+
+fn bloom_bits(ident: u64) -> BloomBits {
+    let low = ident % BLOOM_BITS;
+    let high = (ident >> 11) % BLOOM_BITS;
+    (BLOOM + (low >> 5) as usize, 1 << (low & 31), BLOOM + (high >> 5) as usize, 1 << (high & 31))
+}
+
+fn seen(state: &[std::cell::Cell<u32>], bits: BloomBits) -> bool {
+    state[bits.0].get() & bits.1 != 0 && state[bits.2].get() & bits.3 != 0
+}
+
+fn remember(state: &[std::cell::Cell<u32>], bits: BloomBits) {
+    state[bits.0].set(state[bits.0].get() | bits.1);
+    state[bits.2].set(state[bits.2].get() | bits.3);
+}
+
+/// `_newly_remembered`: put `ident` in the registry; whether it was (probably) not there.
+fn newly_remembered(state: &[std::cell::Cell<u32>], ident: u64) -> bool {
+    let bits = bloom_bits(ident);
+    if seen(state, bits) {
+        return false;
+    }
+    remember(state, bits);
+    true
+}
+
+fn crc(seed: u32, text: &str) -> u64 {
+    let mut hasher = crc32fast::Hasher::new_with_initial(seed);
+    hasher.update(text.as_bytes());
+    u64::from(hasher.finalize())
+}
+
+/// Python's `float.__floordiv__` (Objects/floatobject.c, `_float_div_mod`), bit for bit.
+fn py_floordiv(vx: f64, wx: f64) -> f64 {
+    let mut m = vx % wx;
+    let mut div = (vx - m) / wx;
+    if m != 0.0 {
+        if (wx < 0.0) != (m < 0.0) {
+            m += wx;
+            div -= 1.0;
+        }
+    }
+    let _ = m;
+    if div != 0.0 {
+        let mut floordiv = div.floor();
+        if div - floordiv > 0.5 {
+            floordiv += 1.0;
+        }
+        floordiv
+    } else {
+        (0.0f64).copysign(vx / wx)
+    }
+}
+
+/// `models.linking.keys.bucket`: `int(ts // bucket_s)`, exact for any float below 2^127.
+fn bucket(ts: f64, bucket_s: f64) -> PyResult<i128> {
+    let q = py_floordiv(ts, bucket_s);
+    if !q.is_finite() || q.abs() >= 1.7e38 {
+        return Err(pyo3::exceptions::PyOverflowError::new_err("bucket out of range"));
+    }
+    Ok(q as i128)
+}
+
+/// `models.linking.keys.ip_prefix`.
+fn ip_prefix(ip: &str) -> String {
+    if ip.contains('/') {
+        return ip.to_owned();
+    }
+    if ip.contains(':') {
+        let head: Vec<&str> =
+            ip.split(':').take(3).map(|group| if group.is_empty() { "0" } else { group }).collect();
+        return head.join(":") + "::/48";
+    }
+    let octets: Vec<&str> = ip.split('.').collect();
+    if octets.len() == 4 {
+        return format!("{}.{}.{}.0/24", octets[0], octets[1], octets[2]);
+    }
+    ip.to_owned()
+}
+
+/// What identifies a call's identity in the memo: its text fields, and its numbers where
+/// they are exactly an int and a float (others are not memoised, as their text is not a
+/// function of their value alone).
+#[derive(PartialEq, Eq, Hash, Clone)]
+struct IdentityKey {
+    payment: Option<String>,
+    tls: Option<String>,
+    ip: Option<String>,
+    asn: Option<i64>,
+    user_agent: Option<String>,
+    created_at: Option<u64>,
+}
+
+fn text_field(value: &Bound<'_, PyAny>) -> Option<Option<String>> {
+    if value.is_none() {
+        return Some(None);
+    }
+    let text = value.downcast_exact::<PyString>().ok()?;
+    text.to_str().ok().map(|s| Some(s.to_owned()))
+}
+
+fn identity_key(fields: &[Bound<'_, PyAny>; 6]) -> Option<IdentityKey> {
+    let [payment, tls, ip, asn, user_agent, created_at] = fields;
+    let asn = if asn.is_none() {
+        None
+    } else {
+        let number = asn.downcast_exact::<pyo3::types::PyInt>().ok()?;
+        Some(number.extract::<i64>().ok()?)
+    };
+    let created_at = if created_at.is_none() {
+        None
+    } else {
+        let number = created_at.downcast_exact::<pyo3::types::PyFloat>().ok()?;
+        Some(number.value().to_bits())
+    };
+    Some(IdentityKey {
+        payment: text_field(payment)?,
+        tls: text_field(tls)?,
+        ip: text_field(ip)?,
+        asn,
+        user_agent: text_field(user_agent)?,
+        created_at,
+    })
+}
+
+/// The observer's configuration and its memo of identities; the per-account arrays stay
+/// in the Python observer's dict.
+#[pyclass(module = "distillwatch_native")]
+struct ObserverCore {
+    refresh_s: f64,
+    step_q: i64,
+    template_calls: i64,
+    signup_bucket_s: f64,
+    onset_bucket_s: f64,
+    blank: Py<PyAny>,
+    observation: Py<PyAny>,
+    identities: std::collections::HashMap<IdentityKey, BloomBits>,
+    identities_max: usize,
+}
+
+#[pymethods]
+impl ObserverCore {
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        refresh_s: f64,
+        step_q: i64,
+        template_calls: i64,
+        signup_bucket_s: f64,
+        onset_bucket_s: f64,
+        blank: Py<PyAny>,
+        observation: Py<PyAny>,
+        identities_max: usize,
+    ) -> Self {
+        ObserverCore {
+            refresh_s,
+            step_q,
+            template_calls,
+            signup_bucket_s,
+            onset_bucket_s,
+            blank,
+            observation,
+            identities: std::collections::HashMap::new(),
+            identities_max,
+        }
+    }
+
+    /// `LinkObserver.observe(call, suspicion)` with the observer's account arrays.
+    fn observe<'py>(
+        &mut self,
+        py: Python<'py>,
+        accounts: &Bound<'py, pyo3::types::PyDict>,
+        call: &Bound<'py, PyAny>,
+        suspicion: f64,
+    ) -> PyResult<Bound<'py, PyList>> {
+        use pyo3::intern;
+        let ts_obj = call.getattr(intern!(py, "ts"))?;
+        let ts: f64 = ts_obj.extract()?;
+        if !ts.is_finite() {
+            return Err(pyo3::exceptions::PyValueError::new_err("event time is not finite"));
+        }
+        let whole = ts.trunc();
+        let scaled = suspicion * 1000.0;
+        if !scaled.is_finite() {
+            return Err(pyo3::exceptions::PyValueError::new_err("suspicion is not finite"));
+        }
+        let quantised = (scaled.round_ties_even() as i64).clamp(0, 1000);
+        let word = |value: f64| -> PyResult<u32> {
+            if (0.0..4_294_967_296.0).contains(&value) {
+                Ok(value as u32)
+            } else {
+                Err(pyo3::exceptions::PyOverflowError::new_err(
+                    "unsigned int is out of range for the account's state",
+                ))
+            }
+        };
+        let account_id = call.getattr(intern!(py, "account_id"))?;
+        let state_obj = match accounts.get_item(&account_id)? {
+            Some(state) => state,
+            None => {
+                let state = self.blank.bind(py).call_method0(intern!(py, "__copy__"))?;
+                {
+                    let buffer = pyo3::buffer::PyBuffer::<u32>::get(&state)?;
+                    let words = buffer.as_mut_slice(py).expect("a writable array");
+                    words[FIRST_SEEN].set(word(whole)?);
+                    words[REFRESHED].set(word(whole)?);
+                    words[SUSPICION].set(quantised as u32);
+                }
+                accounts.set_item(&account_id, &state)?;
+                state
+            }
+        };
+        let buffer = pyo3::buffer::PyBuffer::<u32>::get(&state_obj)?;
+        let state = buffer.as_mut_slice(py).expect("a writable array");
+        if state.len() != SLOTS {
+            return Err(pyo3::exceptions::PyValueError::new_err("an account state of another size"));
+        }
+        let quantised_u = quantised as u32;
+        let since_refresh = whole - f64::from(state[REFRESHED].get());
+        if since_refresh >= self.refresh_s
+            || (quantised - i64::from(state[SUSPICION].get())).abs() >= self.step_q
+        {
+            for w in &state[BLOOM..SLOTS] {
+                w.set(0);
+            }
+            state[REFRESHED].set(word(whole)?);
+            state[SUSPICION].set(quantised_u);
+            state[CALLS].set(0);
+        }
+        let calls = state[CALLS].get();
+        if calls < 0xFFFF {
+            state[CALLS].set(calls + 1);
+        }
+        let mut found: Vec<(&'static str, String)> = Vec::new();
+
+        let fields = [
+            call.getattr(intern!(py, "payment_fingerprint"))?,
+            call.getattr(intern!(py, "tls_fingerprint"))?,
+            call.getattr(intern!(py, "ip"))?,
+            call.getattr(intern!(py, "asn"))?,
+            call.getattr(intern!(py, "user_agent"))?,
+            call.getattr(intern!(py, "created_at"))?,
+        ];
+        let key = identity_key(&fields);
+        let memoised = key.as_ref().and_then(|k| self.identities.get(k)).copied();
+        let identity = match memoised {
+            Some(bits) => bits,
+            None => {
+                let mut text = String::new();
+                for (n, field) in fields.iter().enumerate() {
+                    if n > 0 {
+                        text.push('|');
+                    }
+                    text.push_str(field.str()?.to_str()?);
+                }
+                let bits = bloom_bits(crc(4, &text));
+                if let Some(k) = key {
+                    if self.identities.len() >= self.identities_max {
+                        self.identities.clear();
+                    }
+                    self.identities.insert(k, bits);
+                }
+                bits
+            }
+        };
+        if !seen(state, identity) {
+            remember(state, identity);
+            self.new_identity_keys(state, &fields, &mut found)?;
+        }
+
+        let simhash_obj = call.getattr(intern!(py, "simhash"))?;
+        if !simhash_obj.is_none() {
+            let simhash: u64 = simhash_obj.extract()?;
+            let band = |b: usize| (simhash >> (16 * b)) & 0xFFFF;
+            let values: [u32; 4] =
+                std::array::from_fn(|b| (((b as u64) << 16 | band(b)) + 1) as u32);
+            let mut mask = 0usize;
+            if i64::from(calls) < self.template_calls {
+                mask = 0b1111;
+            } else {
+                for (b, value) in values.iter().enumerate() {
+                    if *value == state[RING + b].get()
+                        || *value == state[RING + TEMPLATE_BANDS + b].get()
+                    {
+                        mask |= 1 << b;
+                    }
+                }
+            }
+            for (first, second) in BAND_PAIRS {
+                if mask >> first & 1 == 0 || mask >> second & 1 == 0 {
+                    continue;
+                }
+                let ident = ((band(first) << 16) | band(second))
+                    .wrapping_mul(GOLDEN)
+                    .wrapping_add((first * 4 + second) as u64);
+                let bits = bloom_bits(ident & 0xFFFF_FFFF);
+                if !seen(state, bits) {
+                    remember(state, bits);
+                    found.push((
+                        "template",
+                        format!("p{first}{second}:{:04x}{:04x}", band(first), band(second)),
+                    ));
+                }
+            }
+            let ring = RING + state[RING_NEXT].get() as usize;
+            for (b, value) in values.iter().enumerate() {
+                state[ring + b].set(*value);
+            }
+            state[RING_NEXT].set(((ring - RING + TEMPLATE_BANDS) % RING_SLOTS) as u32);
+        }
+
+        let out = PyList::empty(py);
+        if found.is_empty() {
+            return Ok(out);
+        }
+        let tenant_id = call.getattr(intern!(py, "tenant_id"))?;
+        let reported = quantised as f64 / 1000.0;
+        let first_seen = f64::from(state[FIRST_SEEN].get());
+        drop(buffer);
+        let observation = self.observation.bind(py);
+        for (kind, key) in found {
+            out.append(observation.call1((
+                kind,
+                key,
+                &tenant_id,
+                &account_id,
+                &ts_obj,
+                reported,
+                first_seen,
+            ))?)?;
+        }
+        Ok(out)
+    }
+}
+
+impl ObserverCore {
+    /// `LinkObserver._new_identity_keys`.
+    fn new_identity_keys(
+        &self,
+        state: &[std::cell::Cell<u32>],
+        fields: &[Bound<'_, PyAny>; 6],
+        found: &mut Vec<(&'static str, String)>,
+    ) -> PyResult<()> {
+        let [payment, tls, ip, asn, user_agent, created_at] = fields;
+        if newly_remembered(state, ONSET_ID) {
+            let first_seen = f64::from(state[FIRST_SEEN].get());
+            found.push(("onset", bucket(first_seen, self.onset_bucket_s)?.to_string()));
+        }
+        if payment.is_truthy()? {
+            let text = payment.str()?;
+            let text = text.to_str()?;
+            if newly_remembered(state, crc(1, text)) {
+                found.push(("payment", text.to_owned()));
+            }
+        }
+        if tls.is_truthy()? {
+            let text = tls.str()?;
+            let text = text.to_str()?;
+            if newly_remembered(state, crc(2, text)) {
+                found.push(("tls", text.to_owned()));
+            }
+        }
+        if ip.is_truthy()? && !asn.is_none() && user_agent.is_truthy()? {
+            let key = format!(
+                "{}|{}|{}",
+                ip_prefix(ip.str()?.to_str()?),
+                asn.str()?.to_str()?,
+                user_agent.str()?.to_str()?
+            );
+            if newly_remembered(state, crc(3, &key)) {
+                found.push(("netua", key));
+            }
+        }
+        if !created_at.is_none() {
+            let signup = bucket(created_at.extract()?, self.signup_bucket_s)?;
+            let ident = (signup.wrapping_mul(i128::from(GOLDEN)).wrapping_add(SIGNUP_SALT)
+                & 0xFFFF_FFFF) as u64;
+            if newly_remembered(state, ident) {
+                found.push(("signup", signup.to_string()));
+            }
+        }
+        Ok(())
+    }
+}
+
+
 #[pymodule]
 fn distillwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<ObserverCore>()?;
     m.add_class::<EdgeCall>()?;
     m.add_class::<EdgeDecoder>()?;
     m.add_function(wrap_pyfunction!(encode_calls, m)?)?;

@@ -143,7 +143,6 @@ def test_observer_matches_the_reference(
 ) -> None:
     if tiny_memos:  # clear the memos every few calls, mid-stream
         monkeypatch.setattr(observe, "_IDENTITIES_MAX", 3)
-        monkeypatch.setattr(observe, "_PLANS_MAX", 2)
     calls = random_calls(seed, accounts=40, count=6000, refresh_s=config.get("refresh_s", 1800))
     suspicions = random_suspicions(seed, len(calls))
     reference, tuned = ReferenceLinkObserver(**config), LinkObserver(**config)

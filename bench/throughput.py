@@ -133,6 +133,7 @@ class Result:
     accounts_packed: int = 0  # times an idle account was packed during the drain
     accounts_unpacked: int = 0  # ... and a packed one unpacked at its next call
     state_written: int = 0  # account snapshots written to the store and changelog
+    records_by_python_edge: int = 0  # input records the Rust reader left to the Python edge
     error: str | None = None
 
     @property
@@ -212,7 +213,7 @@ class Profiler:
 
 # Health counters summed over the workers as they are.
 _COUNTERS = ("records_in", "events_detected", "accounts_tracked", "alerts", "accounts_evicted",
-             "state_written", "accounts_packed", "accounts_unpacked")
+             "state_written", "accounts_packed", "accounts_unpacked", "records_by_python_edge")
 
 
 def _health_total(workers: list[Worker]) -> dict[str, Any] | None:
@@ -344,6 +345,7 @@ def run_scenario(args: argparse.Namespace, name: str, app: str, batch: int, acco
         result.accounts_packed = h["accounts_packed"]
         result.accounts_unpacked = h["accounts_unpacked"]
         result.state_written = h["state_written"]
+        result.records_by_python_edge = h["records_by_python_edge"]
         # The accounts are idle now: once the worker has checkpointed what the drain
         # changed (and handed freed heap back), RSS is what holding them costs.
         if app == "distillwatch":
@@ -549,7 +551,8 @@ def notes(results: list[Result]) -> list[str]:
                        f" files {_mib(proc.get('file', 0))} MiB, Python blocks"
                        f" {proc.get('python_blocks', 0):,}; accounts in memory"
                        f" {report.get('accounts')}; in the drain {r.accounts_packed:,} packed,"
-                       f" {r.accounts_unpacked:,} unpacked; linking {report.get('linking')};"
+                       f" {r.accounts_unpacked:,} unpacked; input records read by the Python"
+                       f" edge {r.records_by_python_edge:,}; linking {report.get('linking')};"
                        " RocksDB "
                        + ", ".join(f"{k} {_mib(v)} MiB" for k, v in rocks.items()))
     for r in results:

@@ -9,10 +9,11 @@ the internal record of a partition is those payloads joined (`encode_edge_calls`
 for byte what `streams.internal.encode_calls` writes for the same calls.
 
 The Rust reader takes only records it reads exactly as the Python edge does
-(`streams.fast_decode`, which agrees with pydantic): valid events without unknown fields
-or repeated keys. Any other record, one with a rejection among others, goes through the
-Python edge as a whole, so every dead-letter reason stays pydantic's
-(`tests/streams/test_edge.py` holds the two equal).
+(`streams.fast_decode`, which agrees with pydantic): valid events, no known key twice,
+unknown fields (ignored) only with values pydantic surely reads. Any other record, one
+with a rejection among others, goes through the Python edge as a whole, so every
+dead-letter reason stays pydantic's (`tests/streams/test_edge.py` holds the two equal);
+`by_python` counts them, and the worker's health reports it (`records_by_python_edge`).
 """
 
 from __future__ import annotations

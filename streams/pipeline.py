@@ -1218,6 +1218,9 @@ class Pipeline:
             "partitions": self.assigned_partitions(),
             "input_partitions": self.input_partitions(),
             "records_in": s.records_in,
+            # of them, read by the Python edge: the Rust reader declined them (a rejection
+            # among their events, or input it is not sure to read as pydantic does)
+            "records_by_python_edge": self.edge.by_python,
             "events_valid": s.events_valid,
             "rejected": s.rejected,
             "events_detected": s.events_detected,

@@ -10,8 +10,9 @@
 //! writes for the same calls.
 //!
 //! It accepts only records it reads exactly as the Python edge (`streams.fast_decode`,
-//! which agrees with pydantic) does: every element a valid event with no unknown field, no
-//! key twice, timestamps of the RFC 3339 forms `schemas.fields` admits. For anything
+//! which agrees with pydantic) does: every element a valid event, no known key twice,
+//! unknown fields whose values pydantic surely reads (then ignored, as it ignores them),
+//! timestamps of the RFC 3339 forms `schemas.fields` admits. For anything
 //! else, a rejection or a record it is not sure of, it returns None and the record goes
 //! through the Python edge as a whole, so every verdict and dead-letter reason stays
 //! pydantic's. Parsing runs without the GIL.
@@ -25,9 +26,13 @@ use std::sync::Arc;
 // A strict JSON reader for the contract's event --------------------------------------------
 //
 // Reads exactly the JSON grammar (RFC 8259), but gives up (None) on anything the Python
-// edge might read another way: an unknown key, a key given twice, an escape in a key, a
-// number where its type is not the field's (`1.0` for an int, `true` for a number), an
-// integer past 64 bits. Giving up sends the record to the Python edge, which decides.
+// edge might read another way: a known key given twice, a number where
+// its type is not the field's (`1.0` for an int, `true` for a number), an integer past 64
+// bits, an unknown field's value pydantic's parser might refuse (`Reader::skip_value`).
+// Giving up sends the record to the Python edge, which decides.
+
+/// Nesting levels of an unknown field's value that `Reader::skip_value` reads.
+const MAX_SKIP_DEPTH: usize = 100;
 
 struct Reader<'a> {
     b: &'a [u8],
@@ -179,17 +184,9 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// An object key, then its colon. Keys with an escape are not matched here.
-    fn key(&mut self) -> Option<&'a [u8]> {
-        self.eat(b'"')?;
-        let start = self.at;
-        let (n, _) = self.plain();
-        self.at += n;
-        if *self.b.get(self.at)? != b'"' {
-            return None;
-        }
-        let key = &self.b[start..self.at];
-        self.at += 1;
+    /// An object key, then its colon.
+    fn key(&mut self) -> Option<Cow<'a, str>> {
+        let key = self.string()?;
         self.eat(b':')?;
         Some(key)
     }
@@ -267,6 +264,64 @@ impl<'a> Reader<'a> {
         value.is_finite().then_some(value)
     }
 
+    /// Skips a value of a field unknown to the contract (gateways may add fields), where
+    /// pydantic's parser reads it without error: strings of UTF-8 without a lone surrogate,
+    /// numbers of at most 1,000 characters, at most `MAX_SKIP_DEPTH` levels of nesting
+    /// (pydantic's own limits are 4,300-digit integers and 200 levels). None otherwise.
+    fn skip_value(&mut self, depth: usize) -> Option<()> {
+        if depth >= MAX_SKIP_DEPTH {
+            return None;
+        }
+        match self.peek()? {
+            b'"' => {
+                self.string()?;
+            }
+            b'{' => {
+                self.at += 1;
+                if self.peek()? == b'}' {
+                    self.at += 1;
+                    return Some(());
+                }
+                loop {
+                    self.string()?;
+                    self.eat(b':')?;
+                    self.skip_value(depth + 1)?;
+                    match self.peek()? {
+                        b',' => self.at += 1,
+                        b'}' => break,
+                        _ => return None,
+                    }
+                }
+                self.at += 1;
+            }
+            b'[' => {
+                self.at += 1;
+                if self.peek()? == b']' {
+                    self.at += 1;
+                    return Some(());
+                }
+                loop {
+                    self.skip_value(depth + 1)?;
+                    match self.peek()? {
+                        b',' => self.at += 1,
+                        b']' => break,
+                        _ => return None,
+                    }
+                }
+                self.at += 1;
+            }
+            b't' if self.literal(b"true") => {}
+            b'f' if self.literal(b"false") => {}
+            b'n' if self.literal(b"null") => {}
+            _ => {
+                if self.number()?.0.len() > 1_000 {
+                    return None;
+                }
+            }
+        }
+        Some(())
+    }
+
     /// `null` as None, or a value.
     fn nullable<T>(&mut self, read: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
         if self.null() {
@@ -287,7 +342,7 @@ impl<'a> Reader<'a> {
         let mut seen = 0u32;
         loop {
             let key = self.key()?;
-            let bit = field(self, key)?;
+            let bit = field(self, key.as_bytes())?;
             if seen & bit != 0 {
                 return None;
             }
@@ -413,7 +468,10 @@ fn read_request<'a>(r: &mut Reader<'a>) -> Option<Request<'a>> {
                 q.turn = r.uint()?;
                 256
             }
-            _ => return None,
+            _ => {
+                r.skip_value(0)?;
+                0 // a field the contract does not know: ignored, as pydantic does
+            }
         })
     })?;
     Some(q)
@@ -443,7 +501,10 @@ fn read_response<'a>(r: &mut Reader<'a>) -> Option<Response<'a>> {
                 q.stop_reason = r.nullable(Reader::string)?;
                 16
             }
-            _ => return None,
+            _ => {
+                r.skip_value(0)?;
+                0 // a field the contract does not know: ignored, as pydantic does
+            }
         })
     })?;
     Some(q)
@@ -477,7 +538,10 @@ fn read_prompt<'a>(r: &mut Reader<'a>) -> Option<Prompt<'a>> {
                 q.sysprompt_probe = r.boolean()?;
                 32
             }
-            _ => return None,
+            _ => {
+                r.skip_value(0)?;
+                0 // a field the contract does not know: ignored, as pydantic does
+            }
         })
     })?;
     Some(q)
@@ -507,7 +571,10 @@ fn read_client<'a>(r: &mut Reader<'a>) -> Option<Client<'a>> {
                 q.tls_fingerprint = r.nullable(Reader::string)?;
                 16
             }
-            _ => return None,
+            _ => {
+                r.skip_value(0)?;
+                0 // a field the contract does not know: ignored, as pydantic does
+            }
         })
     })?;
     Some(q)
@@ -525,7 +592,10 @@ fn read_account<'a>(r: &mut Reader<'a>) -> Option<Account<'a>> {
                 q.payment_fingerprint = r.nullable(Reader::string)?;
                 2
             }
-            _ => return None,
+            _ => {
+                r.skip_value(0)?;
+                0 // a field the contract does not know: ignored, as pydantic does
+            }
         })
     })?;
     Some(q)
@@ -575,7 +645,10 @@ fn read_event<'a>(r: &mut Reader<'a>) -> Option<Event<'a>> {
                 e.account = r.nullable(read_account)?;
                 512
             }
-            _ => return None,
+            _ => {
+                r.skip_value(0)?;
+                0 // a field the contract does not know: ignored, as pydantic does
+            }
         })
     })?;
     Some(e)
@@ -1177,15 +1250,11 @@ fn crc(seed: u32, text: &str) -> u64 {
 
 /// Python's `float.__floordiv__` (Objects/floatobject.c, `_float_div_mod`), bit for bit.
 fn py_floordiv(vx: f64, wx: f64) -> f64 {
-    let mut m = vx % wx;
+    let m = vx % wx;
     let mut div = (vx - m) / wx;
-    if m != 0.0 {
-        if (wx < 0.0) != (m < 0.0) {
-            m += wx;
-            div -= 1.0;
-        }
+    if m != 0.0 && (wx < 0.0) != (m < 0.0) {
+        div -= 1.0;
     }
-    let _ = m;
     if div != 0.0 {
         let mut floordiv = div.floor();
         if div - floordiv > 0.5 {

@@ -11,6 +11,7 @@ tuned code is checked against.
 from __future__ import annotations
 
 import math
+import zlib
 from array import array
 
 from models.linking.keys import (
@@ -39,7 +40,6 @@ from models.linking.observe import (
     _SUSPICION,
     LinkObservation,
     LinkObserver,
-    _crc,
 )
 from models.linking.suspicion import (
     ExtractionShareSuspicion,
@@ -47,6 +47,11 @@ from models.linking.suspicion import (
     is_extraction_shaped,
 )
 from models.records import ApiCall
+
+
+def _crc(seed: int, text: str) -> int:
+    return zlib.crc32(text.encode(), seed)
+
 
 # (bands, ring values, per band pair: first, second, key id, and the key id's two Bloom
 # bits as (word, mask)) of recent SimHashes: a template repeats across an account's calls,

@@ -19,6 +19,7 @@ dead-letter reason stays pydantic's (`tests/streams/test_edge.py` holds the two 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import attrgetter
 
 import msgspec
 from distillwatch_native import EdgeCall, EdgeDecoder, encode_calls
@@ -34,11 +35,12 @@ from schemas.decode import (
     _compact,
 )
 from streams.fast_decode import decode_calls
-from streams.internal import CALLS_TAG, partition_for
+from streams.internal import CALLS_TAG, group_by, partition_for
 
 __all__ = ["EdgeCall", "EdgeReader", "encode_edge_calls", "group_by_destination"]
 
 _encode = msgspec.msgpack.Encoder().encode
+_destination = attrgetter("partition")
 
 
 class EdgeReader:
@@ -96,11 +98,4 @@ def encode_edge_calls(calls: Sequence[EdgeCall]) -> bytes:
 
 def group_by_destination(calls: Sequence[EdgeCall]) -> dict[int, list[EdgeCall]]:
     """`calls` grouped by their by-account partition, order kept within each."""
-    groups: dict[int, list[EdgeCall]] = {}
-    for call in calls:
-        group = groups.get(call.partition)
-        if group is None:
-            groups[call.partition] = [call]
-        else:
-            group.append(call)
-    return groups
+    return group_by(calls, _destination)

@@ -11,7 +11,9 @@ The first byte of a record says what follows.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from operator import attrgetter
+from typing import TypeVar
 
 import msgspec
 
@@ -26,6 +28,7 @@ OBSERVATIONS_TAG = b"O"  # msgpack list[LinkObservation], all of one link-key pa
 EDGES_TAG = b"L"  # msgpack list[LinkEdge]
 TICK_TAG = b"T"  # msgpack float: a detect worker's event-time progress (seconds)
 
+_T = TypeVar("_T")
 _encode = msgspec.msgpack.Encoder().encode
 _decode_calls = msgspec.msgpack.Decoder(list[ApiCall]).decode
 _decode_observations = msgspec.msgpack.Decoder(list[LinkObservation]).decode
@@ -42,19 +45,25 @@ def partition_for(key: str, partitions: int) -> int:
     return zlib.crc32(key.encode()) % partitions
 
 
-def group_by_partition(
-    items: Iterable[ApiCall] | Iterable[LinkObservation], key_of: str, partitions: int
-) -> dict[int, list[object]]:
-    """Items grouped by the partition of their `key_of` attribute, order kept within each."""
-    groups: dict[int, list[object]] = {}
+def group_by(items: Iterable[_T], partition_of: Callable[[_T], int]) -> dict[int, list[_T]]:
+    """Items grouped by `partition_of(item)`, order kept within each."""
+    groups: dict[int, list[_T]] = {}
     for item in items:
-        p = partition_for(getattr(item, key_of), partitions)
+        p = partition_of(item)
         group = groups.get(p)
         if group is None:
             groups[p] = [item]
         else:
             group.append(item)
     return groups
+
+
+def group_by_partition(
+    items: Iterable[ApiCall] | Iterable[LinkObservation], key_of: str, partitions: int
+) -> dict[int, list[object]]:
+    """Items grouped by the partition of their `key_of` attribute, order kept within each."""
+    key = attrgetter(key_of)
+    return group_by(items, lambda item: partition_for(key(item), partitions))
 
 
 def encode_calls(calls: Sequence[object]) -> bytes:

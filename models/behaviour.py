@@ -654,27 +654,31 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
         single-turn share; a reasoning-heavy but conversational account (a tutoring
         product) gets at most 0.25; ordinary chat, coding and agent traffic about 0.
         """
-        v = _View(state, ts)
-        requests = v.day(REQ)
-        prompted = requests - v.day(NO_PROMPT)
+        # Once per call on the worker's hot path (linking reads it): the day horizon's
+        # counters are read directly, each divided by the one weight the day needs, the
+        # same arithmetic as `_View.day`.
+        c = state.counts
+        w2 = _exp((ts - state.landmark) / 86400.0) if state.landmark > _NEVER else 1.0
+        requests = c[14] / w2  # _K2 + REQ
         if requests < 1.0:
             return 0.0
-        cot, harvest = v.day(COT), v.day(HARVEST)
-        template_share = v.day(TEMPLATE) / (prompted + 2.0)
-        single_share = v.day(SINGLE) / (requests + 2.0)
+        prompted = requests - c[15] / w2  # NO_PROMPT
+        cot, harvest = c[16] / w2, c[17] / w2  # COT, HARVEST
+        template_share = c[26] / w2 / (prompted + 2.0)  # TEMPLATE
+        single_share = c[18] / w2 / (requests + 2.0)  # SINGLE
         harvest_shape = _ramp((harvest + 1.0) / (cot + 2.0), 0.6, 0.9) * _ramp(
             harvest / (prompted + 2.0), 0.15, 0.5
         )
-        sweep_shape = _ramp(v.day(MULTI) / (requests + 2.0), 0.3, 0.7)
+        sweep_shape = _ramp(c[21] / w2 / (requests + 2.0), 0.3, 0.7)  # MULTI
         if sweep_shape > 0.0:
             sweep_shape *= max(
                 _ramp(topic_coverage(state, ts), 6, 10), _ramp(template_share, 0.3, 0.6),
                 _breadth(topic_entropy(state, ts)),
             )
-        probe_shape = _ramp(v.day(PROBE) / (prompted + 2.0), 0.08, 0.3)
+        probe_shape = _ramp(c[22] / w2 / (prompted + 2.0), 0.08, 0.3)  # PROBE
         shape = max(harvest_shape, sweep_shape, probe_shape)
-        completed = requests - v.day(THROTTLED) - v.day(ERROR)
-        max_tokens_share = v.day(MAX_TOKENS) / (completed + 2.0) if completed > 0 else 0.0
+        completed = requests - c[24] / w2 - c[25] / w2  # THROTTLED, ERROR
+        max_tokens_share = c[20] / w2 / (completed + 2.0) if completed > 0 else 0.0
         context = (
             _ramp(template_share, 0.3, 0.7)
             + _ramp(max_tokens_share, 0.1, 0.3)

@@ -1,5 +1,6 @@
 """Type stubs of the Rust extension built from native/src/lib.rs (see streams/edge.py)."""
 
+from collections.abc import Sequence
 from typing import Any
 
 class EdgeCall:
@@ -40,3 +41,25 @@ class ObserverCore:
                  observation: Any, identities_max: int) -> None: ...
     def observe(self, accounts: dict[str, Any], call: Any, suspicion: float) -> list[Any]:
         """The observations of one call (instances of `observation`)."""
+
+class MinuteCounts:
+    """`streams.sinks.ClickHouseSink`'s per-minute rows of each account, in arrival order."""
+
+    def __init__(self) -> None: ...
+    def __len__(self) -> int: ...
+    def add(self, calls: Sequence[Any], scores: Sequence[float]) -> None:
+        """Count each `models.records.ApiCall` with its score into its account's minute."""
+    def columns(self, limit: int) -> list[list[Any]]:
+        """The first `limit` rows as the columns of `streams.sinks.MINUTE_COLUMNS`."""
+    def drop_first(self, n: int) -> None:
+        """Forget the first `n` rows."""
+    def merge(self, other: MinuteCounts) -> None:
+        """Add `other`'s rows: the same account and minute adds up, others follow."""
+
+class ShareCore:
+    """`models.linking.suspicion.ExtractionShareSuspicion.update` on its account arrays."""
+
+    def __init__(self, decay_per_s: float, prior: float, prior_weight: float,
+                 blank: Any) -> None: ...
+    def update(self, accounts: dict[str, Any], call: Any) -> float:
+        """Count the call into its account's array; the account's suspicion after it."""

@@ -1,5 +1,11 @@
 """The ClickHouse sink: per-minute account aggregates, alerts and dead letters, batched.
 
+Each detected call is counted into its account's row of its minute of event time
+(`MinuteCounts`, in Rust in `native/`): a drain hands over thousands of calls, and
+counting them field by field in Python took about 6 % of a worker's samples
+(bench/PROFILE.md, "Twelfth pass"). `tests/streams/minutes_reference.py` keeps the Python
+it replaced, and the tests hold the two equal.
+
 Rows are buffered in memory and written when `flush()` runs (one insert per table, per
 `MINUTE_ROWS_PER_INSERT` minute rows): on a wall-clock timer in the worker, and once more
 on shutdown, so a clean stop loses nothing. A failed insert puts the rows not yet written
@@ -12,12 +18,11 @@ import json
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import islice
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
+from distillwatch_native import MinuteCounts
 
 from models.linking.clusters import CampaignMember
 from models.records import ApiCall
@@ -45,51 +50,7 @@ DEAD_LETTER_COLUMNS = [
 ]
 
 
-@dataclass(slots=True)
-class MinuteAggregate:
-    """What one account did in one minute of event time."""
-
-    requests: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cot_requests: int = 0
-    logprob_requests: int = 0
-    errors: int = 0
-    refusals: int = 0
-    max_jailbreak_score: float = 0.0
-    prompt_templates: set[int] = field(default_factory=set)
-    max_score: float = 0.0
-
-    def add(self, call: ApiCall, score: float) -> None:
-        self.requests += 1
-        self.input_tokens += call.input_tokens
-        self.output_tokens += call.output_tokens
-        self.cot_requests += call.cot_request
-        self.logprob_requests += call.logprobs
-        self.errors += call.status >= 400
-        self.refusals += call.stop_reason == "refusal"
-        if call.jailbreak_score is not None and call.jailbreak_score > self.max_jailbreak_score:
-            self.max_jailbreak_score = call.jailbreak_score
-        if call.simhash is not None:
-            self.prompt_templates.add(call.simhash)
-        if score > self.max_score:
-            self.max_score = score
-
-    def merge(self, other: MinuteAggregate) -> None:
-        self.requests += other.requests
-        self.input_tokens += other.input_tokens
-        self.output_tokens += other.output_tokens
-        self.cot_requests += other.cot_requests
-        self.logprob_requests += other.logprob_requests
-        self.errors += other.errors
-        self.refusals += other.refusals
-        self.max_jailbreak_score = max(self.max_jailbreak_score, other.max_jailbreak_score)
-        self.prompt_templates |= other.prompt_templates
-        self.max_score = max(self.max_score, other.max_score)
-
-
 MINUTE_ROWS_PER_INSERT = 50_000
-MinuteKey = tuple[int, str, str]  # (minute start in epoch seconds, tenant_id, account_id)
 
 
 def alert_row(alert: Alert) -> list[Any]:
@@ -132,7 +93,7 @@ class ClickHouseSink:
         self.client = client
         self.database = database
         self._lock = threading.Lock()
-        self._minutes: dict[MinuteKey, MinuteAggregate] = {}
+        self._minutes = MinuteCounts()
         self._alerts: list[list[Any]] = []
         self._dead_letters: list[list[Any]] = []
         self._members: list[list[Any]] = []
@@ -150,13 +111,7 @@ class ClickHouseSink:
         if len(calls) != len(scores):
             raise ValueError(f"{len(calls)} calls but {len(scores)} scores")
         with self._lock:
-            minutes = self._minutes
-            for call, score in zip(calls, scores):  # noqa: B905 - lengths checked above
-                key = (int(call.ts // 60) * 60, call.tenant_id, call.account_id)
-                agg = minutes.get(key)
-                if agg is None:
-                    agg = minutes[key] = MinuteAggregate()
-                agg.add(call, score)
+            self._minutes.add(calls, scores)
 
     def add_alert(self, alert: Alert) -> None:
         with self._lock:
@@ -182,7 +137,7 @@ class ClickHouseSink:
     def flush(self) -> int:
         """Write everything buffered; return rows written. On failure, keep the rows."""
         with self._lock:
-            minutes, self._minutes = self._minutes, {}
+            minutes, self._minutes = self._minutes, MinuteCounts()
             alerts, self._alerts = self._alerts, []
             dead_letters, self._dead_letters = self._dead_letters, []
             members, self._members = self._members, []
@@ -192,26 +147,16 @@ class ClickHouseSink:
                 # In inserts of at most MINUTE_ROWS_PER_INSERT: a backlog's flush can hold
                 # hundreds of thousands of rows, and their columns all at once would raise
                 # the worker's heap for good. Rows leave `minutes` once inserted, so a
-                # failure keeps (and retries) only those not written.
-                keys = list(islice(minutes, MINUTE_ROWS_PER_INSERT))
-                aggs = [minutes[key] for key in keys]
-                # Column by column, as the native format is: no rows to build and take
-                # apart again; minutes as epoch seconds, which a DateTime column takes.
-                columns = [
-                    [m for m, _, _ in keys], [t for _, t, _ in keys], [a for _, _, a in keys],
-                    [g.requests for g in aggs], [g.input_tokens for g in aggs],
-                    [g.output_tokens for g in aggs], [g.cot_requests for g in aggs],
-                    [g.logprob_requests for g in aggs], [g.errors for g in aggs],
-                    [g.refusals for g in aggs], [g.max_jailbreak_score for g in aggs],
-                    [sorted(g.prompt_templates) for g in aggs], [g.max_score for g in aggs],
-                ]
-                self.client.insert(f"{self.database}.account_minute_in", columns,
+                # failure keeps (and retries) only those not written. Column by column, as
+                # the native format is; minutes as epoch seconds, which a DateTime takes.
+                part = minutes.columns(MINUTE_ROWS_PER_INSERT)
+                self.client.insert(f"{self.database}.account_minute_in", part,
                                    column_names=MINUTE_COLUMNS, column_oriented=True)
-                del columns, aggs
-                for key in keys:
-                    del minutes[key]
-                self.rows_written["account_minute"] += len(keys)
-                written += len(keys)
+                inserted = len(part[0])
+                del part
+                minutes.drop_first(inserted)
+                self.rows_written["account_minute"] += inserted
+                written += inserted
             for table, columns, rows in (
                 ("alerts", ALERT_COLUMNS, alerts),
                 ("dead_letters", DEAD_LETTER_COLUMNS, dead_letters),
@@ -231,18 +176,14 @@ class ClickHouseSink:
 
     def _restore(
         self,
-        minutes: dict[MinuteKey, MinuteAggregate],
+        minutes: MinuteCounts,
         alerts: list[list[Any]],
         dead_letters: list[list[Any]],
         members: list[list[Any]],
     ) -> None:
         with self._lock:
-            for key, agg in minutes.items():
-                current = self._minutes.get(key)
-                if current is None:
-                    self._minutes[key] = agg
-                else:
-                    current.merge(agg)
+            # Rows that arrived meanwhile come first; these add up with them or follow.
+            self._minutes.merge(minutes)
             self._alerts[:0] = alerts
             self._dead_letters[:0] = dead_letters
             self._members[:0] = members

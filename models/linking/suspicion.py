@@ -12,6 +12,11 @@ reasoning-trace requests (asks for the trace, first turn, no tools, long answer)
 samples or log-probabilities, a likely jailbreak or a hidden-instruction probe. Counts
 decay in event time, and a prior (`prior` as if seen over `prior_weight` requests) keeps
 an account with one or two requests near the prior instead of at 0 or 1.
+
+`ExtractionShareSuspicion.update` runs in Rust (`native/`, `ShareCore`) on the same
+per-account arrays with the same arithmetic, as it runs once per call on the worker's hot
+path; `tests/models/linking/reference.py` keeps the Python it replaced, and
+`tests/models/linking/test_differential.py` holds the two equal.
 """
 
 from __future__ import annotations
@@ -19,22 +24,10 @@ from __future__ import annotations
 import math
 from array import array
 
+from distillwatch_native import ShareCore
+
 from models.errors import ConfigurationError
 from models.records import ApiCall
-
-
-def is_extraction_shaped(call: ApiCall) -> bool:
-    """A request shaped like dataset generation or model probing rather than use."""
-    if call.n > 1 or call.logprobs or call.sysprompt_probe:
-        return True
-    if call.jailbreak_score is not None and call.jailbreak_score >= 0.7:
-        return True
-    return (
-        call.cot_request
-        and call.turn == 1
-        and call.tool_count == 0
-        and (call.stop_reason == "max_tokens" or call.output_tokens > call.input_tokens)
-    )
 
 
 class ExtractionShareSuspicion:
@@ -69,6 +62,7 @@ class ExtractionShareSuspicion:
         self._decay_per_s = math.log(2.0) / half_life_s
         # account_id -> [shaped, calls, last ts]: three doubles, 88 bytes
         self._accounts: dict[str, array[float]] = {}
+        self._core = ShareCore(self._decay_per_s, prior, prior_weight, array("d", bytes(24)))
 
     def __len__(self) -> int:
         return len(self._accounts)
@@ -92,29 +86,7 @@ class ExtractionShareSuspicion:
 
     def update(self, call: ApiCall) -> float:
         """Count `call` into its account and return the account's suspicion after it."""
-        # Once per call on the worker's hot path: the counts are read into locals and
-        # written back once; the arithmetic is the same, so the state is bit for bit what
-        # updating the array in place gives.
-        ts = call.ts
-        state = self._accounts.get(call.account_id)
-        if state is None:
-            state = array("d", (0.0, 0.0, ts))
-            self._accounts[call.account_id] = state
-            shaped = calls = 0.0
-        else:
-            shaped, calls, last = state
-            if ts > last:
-                keep = math.exp(-self._decay_per_s * (ts - last))
-                shaped *= keep
-                calls *= keep
-                state[2] = ts
-        if is_extraction_shaped(call):
-            shaped += 1.0
-        calls += 1.0
-        state[0] = shaped
-        state[1] = calls
-        weight = self.prior_weight
-        return (shaped + self.prior * weight) / (calls + weight)
+        return self._core.update(self._accounts, call)
 
 
 class LinkingSuspicion:

@@ -23,6 +23,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 use std::sync::Arc;
 
+mod minutes;
+mod share;
+
 // A strict JSON reader for the contract's event --------------------------------------------
 //
 // Reads exactly the JSON grammar (RFC 8259), but gives up (None) on anything the Python
@@ -1249,7 +1252,7 @@ fn crc(seed: u32, text: &str) -> u64 {
 }
 
 /// Python's `float.__floordiv__` (Objects/floatobject.c, `_float_div_mod`), bit for bit.
-fn py_floordiv(vx: f64, wx: f64) -> f64 {
+pub(crate) fn py_floordiv(vx: f64, wx: f64) -> f64 {
     let m = vx % wx;
     let mut div = (vx - m) / wx;
     if m != 0.0 && (wx < 0.0) != (m < 0.0) {
@@ -1601,6 +1604,8 @@ impl ObserverCore {
 #[pymodule]
 fn distillwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ObserverCore>()?;
+    m.add_class::<minutes::MinuteCounts>()?;
+    m.add_class::<share::ShareCore>()?;
     m.add_class::<EdgeCall>()?;
     m.add_class::<EdgeDecoder>()?;
     m.add_function(wrap_pyfunction!(encode_calls, m)?)?;

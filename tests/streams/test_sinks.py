@@ -3,9 +3,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from distillwatch_native import MinuteCounts
+from hypothesis import given
+from hypothesis import strategies as st
 
 from models.records import ApiCall
-from streams.sinks import ClickHouseSink, MinuteAggregate
+from streams.sinks import MINUTE_COLUMNS, ClickHouseSink
+from tests.streams import minutes_reference as reference
 
 
 def call(ts: float, account: str = "a", **fields: Any) -> ApiCall:
@@ -14,15 +18,100 @@ def call(ts: float, account: str = "a", **fields: Any) -> ApiCall:
     return ApiCall(**{**base, **fields})
 
 
-def test_minute_aggregate_counts_what_analysts_query() -> None:
-    agg = MinuteAggregate()
-    agg.add(call(0, cot_request=True, simhash=1, jailbreak_score=0.2), 0.1)
-    agg.add(call(1, status=429, logprobs=True, simhash=1, jailbreak_score=0.7), 0.6)
-    agg.add(call(2, stop_reason="refusal", simhash=2), 0.3)
-    assert (agg.requests, agg.input_tokens, agg.output_tokens) == (3, 30, 300)
-    assert (agg.cot_requests, agg.logprob_requests, agg.errors, agg.refusals) == (1, 1, 1, 1)
-    assert agg.max_jailbreak_score == pytest.approx(0.7)
-    assert agg.prompt_templates == {1, 2} and agg.max_score == pytest.approx(0.6)
+def rows(counts: MinuteCounts) -> list[list[Any]]:
+    columns = counts.columns(len(counts))
+    assert len(columns) == len(MINUTE_COLUMNS)
+    return [list(row) for row in zip(*columns, strict=True)]
+
+
+def test_a_minute_row_counts_what_analysts_query() -> None:
+    counts = MinuteCounts()
+    counts.add([call(0, cot_request=True, simhash=1, jailbreak_score=0.2),
+                call(1, status=429, logprobs=True, simhash=1, jailbreak_score=0.7),
+                call(2, stop_reason="refusal", simhash=2)], [0.1, 0.6, 0.3])
+    (row,) = rows(counts)
+    got = dict(zip(MINUTE_COLUMNS, row, strict=True))
+    assert (got["minute"], got["tenant_id"], got["account_id"]) == (0, "t", "a")
+    assert (got["requests"], got["input_tokens"], got["output_tokens"]) == (3, 30, 300)
+    assert (got["cot_requests"], got["logprob_requests"], got["errors"], got["refusals"]) == (
+        1, 1, 1, 1)
+    assert got["max_jailbreak_score"] == pytest.approx(0.7)
+    assert got["prompt_templates"] == [1, 2] and got["max_score"] == pytest.approx(0.6)
+
+
+def test_token_sums_past_64_bits_are_exact() -> None:
+    counts = MinuteCounts()
+    most = 2**64 - 1
+    counts.add([call(0, input_tokens=most, output_tokens=most, simhash=most)] * 3, [0.0] * 3)
+    (row,) = rows(counts)
+    assert row[4] == row[5] == 3 * most and row[11] == [most]
+
+
+def test_an_event_time_no_minute_holds_is_refused_not_miscounted() -> None:
+    counts = MinuteCounts()
+    with pytest.raises(OverflowError):
+        counts.add([call(float("inf"))], [0.0])
+    assert len(counts) == 0
+
+
+# Few tenants, accounts, minutes and SimHashes, so that rows collect several calls.
+minute_calls = st.builds(
+    ApiCall,
+    event_id=st.just("e"),
+    ts=st.floats(-120.0, 300.0, allow_nan=False) | st.sampled_from([59.999999, 60.0, -0.0]),
+    tenant_id=st.sampled_from(["t", "org_ü"]),
+    account_id=st.sampled_from(["a", "b", "キー", ""]),
+    model=st.just("m"),
+    status=st.sampled_from([200, 399, 400, 429, 500]),
+    input_tokens=st.integers(0, 2**64 - 1),
+    output_tokens=st.integers(0, 2**64 - 1),
+    cot_request=st.booleans(),
+    logprobs=st.booleans(),
+    stop_reason=st.sampled_from([None, "refusal", "max_tokens", "stop", "Refusal"]),
+    jailbreak_score=st.none() | st.floats(0.0, 1.0),
+    simhash=st.none() | st.sampled_from([0, 1, 7, 2**63, 2**64 - 1]) | st.integers(0, 2**64 - 1),
+)
+scored_calls = st.lists(st.tuples(minute_calls, st.floats(0.0, 1.0)), max_size=40)
+
+
+def _counted(batches: list[list[tuple[ApiCall, float]]]) -> tuple[MinuteCounts, dict[Any, Any]]:
+    counts: MinuteCounts = MinuteCounts()
+    expected: dict[Any, Any] = {}
+    for batch in batches:
+        calls, scores = [c for c, _ in batch], [s for _, s in batch]
+        counts.add(calls, scores)
+        reference.add_calls(expected, calls, scores)
+    return counts, expected
+
+
+@given(st.lists(scored_calls, max_size=4))
+def test_counts_are_the_python_sinks_rows(batches: list[list[tuple[ApiCall, float]]]) -> None:
+    counts, expected = _counted(batches)
+    assert len(counts) == len(expected)
+    assert rows(counts) == reference.rows(expected)
+
+
+@given(st.lists(scored_calls, max_size=3), st.lists(scored_calls, max_size=3),
+       st.integers(0, 50))
+def test_merged_and_dropped_rows_are_the_python_sinks(
+    first: list[list[tuple[ApiCall, float]]], second: list[list[tuple[ApiCall, float]]],
+    written: int,
+) -> None:
+    counts, expected = _counted(first)
+    more, more_expected = _counted(second)
+    counts.merge(more)
+    reference.merge(expected, more_expected)
+    assert rows(counts) == reference.rows(expected)
+    assert rows(more) == reference.rows(more_expected)  # merging leaves the other as it was
+    counts.drop_first(written)
+    assert rows(counts) == reference.rows(expected)[written:]
+    # Counting goes on after the drop: rows of dropped keys start again at the end.
+    kept = dict(list(expected.items())[written:])
+    calls = [c for batch in second for c, _ in batch]
+    scores = [s for batch in second for _, s in batch]
+    counts.add(calls, scores)
+    reference.add_calls(kept, calls, scores)
+    assert rows(counts) == reference.rows(kept)
 
 
 class FailingClient:
@@ -68,11 +157,11 @@ def test_a_drain_of_calls_aggregates_as_the_calls_one_by_one() -> None:
     drained = ClickHouseSink(FailingClient(), "db")  # type: ignore[arg-type]
     drained.add_calls(calls[:10], scores[:10])
     drained.add_calls(calls[10:], scores[10:])
-    assert drained._minutes == one_by_one._minutes
+    assert rows(drained._minutes) == rows(one_by_one._minutes)
     assert len(drained._minutes) == 12  # 3 accounts x 4 minutes
     with pytest.raises(ValueError):  # a score for every call, or nothing is counted
         drained.add_calls(calls, scores[:-1])
-    assert drained._minutes == one_by_one._minutes
+    assert rows(drained._minutes) == rows(one_by_one._minutes)
 
 
 def test_a_large_flush_inserts_in_parts_and_a_failure_keeps_only_the_rest(

@@ -4,8 +4,10 @@ tuned (commit 8b7ee00, verbatim), on top of today's classes for everything else.
 The differential tests (`test_differential.py`) and the micro-benchmark
 (`python -m bench.observe`) run them side by side with `models.linking`: same calls in,
 the same observations and the same per-account state arrays must come out. Do not
-"improve" `observe`, `update` or `_template_plan` here; they are the specification the
-tuned code is checked against.
+"improve" `observe`, `update`, `is_extraction_shaped` or `_template_plan` here; they
+are the specification the tuned code (now the Rust of `native/`) is checked against.
+`is_extraction_shaped` lived in `models/linking/suspicion.py` until `update` moved to
+Rust (after c790048).
 """
 
 from __future__ import annotations
@@ -44,7 +46,6 @@ from models.linking.observe import (
 from models.linking.suspicion import (
     ExtractionShareSuspicion,
     LinkingSuspicion,
-    is_extraction_shaped,
 )
 from models.records import ApiCall
 
@@ -178,6 +179,20 @@ class ReferenceLinkObserver(LinkObserver):
             state[_RING + slot : _RING + slot + TEMPLATE_BANDS] = tagged
             state[_RING_NEXT] = (slot + TEMPLATE_BANDS) % _RING_SLOTS
         return out
+
+
+def is_extraction_shaped(call: ApiCall) -> bool:
+    """A request shaped like dataset generation or model probing rather than use."""
+    if call.n > 1 or call.logprobs or call.sysprompt_probe:
+        return True
+    if call.jailbreak_score is not None and call.jailbreak_score >= 0.7:
+        return True
+    return (
+        call.cot_request
+        and call.turn == 1
+        and call.tool_count == 0
+        and (call.stop_reason == "max_tokens" or call.output_tokens > call.input_tokens)
+    )
 
 
 class ReferenceShareSuspicion(ExtractionShareSuspicion):

@@ -1,0 +1,106 @@
+//! The link stage's share suspicion per account (`models.linking.suspicion`).
+//!
+//! `ExtractionShareSuspicion.update` runs once per call on the worker's hot path: here it
+//! is the same arithmetic on the same per-account `array("d")` of three doubles (shaped
+//! calls, calls, last event time), so snapshots do not change. The frozen reference is
+//! `tests/models/linking/reference.py`; `test_differential.py` holds the two equal.
+
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+
+const SHAPED: usize = 0;
+const CALLS: usize = 1;
+const LAST: usize = 2;
+
+/// `is_extraction_shaped` of `tests/models/linking/reference.py`, in its order.
+fn is_extraction_shaped(py: Python<'_>, call: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let n: i128 = call.getattr(intern!(py, "n"))?.extract()?;
+    if n > 1
+        || call.getattr(intern!(py, "logprobs"))?.is_truthy()?
+        || call.getattr(intern!(py, "sysprompt_probe"))?.is_truthy()?
+    {
+        return Ok(true);
+    }
+    let jailbreak: Option<f64> = call.getattr(intern!(py, "jailbreak_score"))?.extract()?;
+    if jailbreak.is_some_and(|score| score >= 0.7) {
+        return Ok(true);
+    }
+    if !call.getattr(intern!(py, "cot_request"))?.is_truthy()? {
+        return Ok(false);
+    }
+    let turn: i128 = call.getattr(intern!(py, "turn"))?.extract()?;
+    let tools: i128 = call.getattr(intern!(py, "tool_count"))?.extract()?;
+    if turn != 1 || tools != 0 {
+        return Ok(false);
+    }
+    let stop = call.getattr(intern!(py, "stop_reason"))?;
+    if !stop.is_none() && stop.downcast::<PyString>()?.to_str()? == "max_tokens" {
+        return Ok(true);
+    }
+    let output: i128 = call.getattr(intern!(py, "output_tokens"))?.extract()?;
+    let input: i128 = call.getattr(intern!(py, "input_tokens"))?.extract()?;
+    Ok(output > input)
+}
+
+/// `ExtractionShareSuspicion.update` on the suspicion's account arrays.
+#[pyclass(frozen, module = "distillwatch_native")]
+pub struct ShareCore {
+    decay_per_s: f64,
+    prior: f64,
+    prior_weight: f64,
+    /// A zeroed `array("d")` of three doubles: a new account's state is a copy of it.
+    blank: Py<PyAny>,
+}
+
+#[pymethods]
+impl ShareCore {
+    #[new]
+    fn new(decay_per_s: f64, prior: f64, prior_weight: f64, blank: Py<PyAny>) -> Self {
+        ShareCore { decay_per_s, prior, prior_weight, blank }
+    }
+
+    /// Count `call` into its account's array in `accounts` (keyed by account id) and
+    /// return the account's suspicion after it.
+    fn update(&self, py: Python<'_>, accounts: &Bound<'_, PyDict>, call: &Bound<'_, PyAny>) -> PyResult<f64> {
+        let ts: f64 = call.getattr(intern!(py, "ts"))?.extract()?;
+        let account_id = call.getattr(intern!(py, "account_id"))?;
+        let (state_obj, fresh) = match accounts.get_item(&account_id)? {
+            Some(state) => (state, false),
+            None => {
+                let state = self.blank.bind(py).call_method0(intern!(py, "__copy__"))?;
+                accounts.set_item(&account_id, &state)?;
+                (state, true)
+            }
+        };
+        let buffer = pyo3::buffer::PyBuffer::<f64>::get(&state_obj)?;
+        let state = buffer
+            .as_mut_slice(py)
+            .filter(|s| s.len() == 3)
+            .ok_or_else(|| pyo3::exceptions::PyValueError::new_err("an account state of another shape"))?;
+        let (mut shaped, mut calls);
+        if fresh {
+            state[LAST].set(ts);
+            shaped = 0.0;
+            calls = 0.0;
+        } else {
+            shaped = state[SHAPED].get();
+            calls = state[CALLS].get();
+            let last = state[LAST].get();
+            if ts > last {
+                let keep = (-self.decay_per_s * (ts - last)).exp();
+                shaped *= keep;
+                calls *= keep;
+                state[LAST].set(ts);
+            }
+        }
+        if is_extraction_shaped(py, call)? {
+            shaped += 1.0;
+        }
+        calls += 1.0;
+        state[SHAPED].set(shaped);
+        state[CALLS].set(calls);
+        let weight = self.prior_weight;
+        Ok((shaped + self.prior * weight) / (calls + weight))
+    }
+}

@@ -26,6 +26,13 @@ timing, topic coverage, being an outlier in its cohort) never alert alone: they
 multiply the odds of the pattern evidence, by at most `max_amplification` in all. A new
 customer at full volume with ordinary traffic therefore scores 0, however young and busy.
 
+Counting a call and the suspicion run in Rust (`native/`, `BehaviourCore`), once per call
+on the worker's hot path: the same arithmetic on the same state, so snapshots and scores
+do not change (bench/PROFILE.md, "Twelfth pass"). The layout below is the persisted
+format's, which the Rust core repeats; `tests/models/behaviour_reference.py` keeps the
+Python they were ported from, and `tests/models/test_behaviour_core.py` holds the two
+equal. Judging, which runs for the few calls past the gate, stays here.
+
 Calibration: the score is `odds / (1 + odds)`. 0.5 means the evidence is exactly at the
 alert bar (one pattern at its minimum volume with a perfect shape, or a weaker pattern
 corroborated by context), 0.8 four times the bar's odds, 0.9 nine times.
@@ -34,11 +41,11 @@ corroborated by context), 0.8 four times the bar's odds, 0.9 nine times.
 from __future__ import annotations
 
 import math
-import zlib
 from array import array
 from typing import Any
 
 import msgspec
+from distillwatch_native import BehaviourCore
 
 from models.base import AccountDetector, Finding, Signal
 from models.errors import ConfigurationError
@@ -61,24 +68,19 @@ TOPIC_SLOTS = 16
 _T0 = _S0 + len(_SHORT)
 _TEMPLATE_SLOTS = 6
 _TOPIC_BUCKET_S = 1800.0  # coverage is the union of this half hour and the previous one
-_exp = math.exp
 _NEVER = -math.inf  # the landmark and last call time of an account without calls
 _ZERO_COUNTS = array("f", bytes(4 * (_T0 + TOPIC_SLOTS)))
 _ZERO_TEMPLATES = array("Q", bytes(8 * _TEMPLATE_SLOTS))
 _NO_TEMPLATES = array("Q")  # shared by every state until its first templated prompt
-_GAP_ALPHA = 0.1  # weight of the newest inter-arrival gap in its running mean and spread
 _LOG1P_1000 = math.log1p(1000.0)
 
 #: The gateway topic classifier's labels get fixed bits and entropy slots; other labels
-#: hash into the remaining bits (coverage) and share the two remaining slots (entropy).
+#: hash (crc32) into the remaining bits (coverage) and share the two remaining slots
+#: (entropy). The Rust core counts with this list; it repeats it.
 KNOWN_TOPICS = (
     "coding", "math", "reasoning", "agentic", "chat", "writing", "science", "other",
     "law", "medicine", "finance", "translation", "data_analysis", "history",
 )  # fmt: skip
-# topic -> (coverage bit, index of its entropy counter in `BehaviourState.counts`)
-_TOPICS: dict[str, tuple[int, int]] = {
-    topic: (1 << i, _T0 + i) for i, topic in enumerate(KNOWN_TOPICS)
-}
 #: Topic entropy (bits, 1-day horizon) from which prompts count as spread over the
 #: taxonomy, and where the spread is complete. Single-subject products (tutoring,
 #: batch jobs) sit under 1.6 bits, general chat and coding mixes about 2.7, a research
@@ -96,17 +98,6 @@ FEATURE_NAMES = (
     "template_share", "throttled_share", "topic_coverage", "volume", "tokens_per_request",
     "topic_entropy",
 )  # fmt: skip
-
-
-def _topic(topic: str) -> tuple[int, int]:
-    entry = _TOPICS.get(topic)
-    if entry is None:
-        crc = zlib.crc32(topic.encode())
-        bit = 1 << (len(KNOWN_TOPICS) + crc % (32 - len(KNOWN_TOPICS)))
-        entry = (bit, _T0 + len(KNOWN_TOPICS) + crc % (TOPIC_SLOTS - len(KNOWN_TOPICS)))
-        if len(_TOPICS) < 4096:  # a bounded cache: labels come from a classifier
-            _TOPICS[topic] = entry
-    return entry
 
 
 def _ramp(x: float, lo: float, hi: float) -> float:
@@ -288,150 +279,26 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
         self.max_amplification = max_amplification
         self.young_account_days = young_account_days
         self._renormalise_after = 60.0 * HORIZONS_S[0]
-        # The topic bucket of the latest call's time and its bounds: consecutive calls
-        # (of any account) mostly share one, and `int(ts // size)` costs more than a look.
-        self._bucket = -1
-        self._bucket_from = self._bucket_until = 0.0
+        self._core = self._new_core()
+
+    def _new_core(self) -> BehaviourCore:
+        return BehaviourCore(self._renormalise_after, _NO_TEMPLATES, _ZERO_TEMPLATES)
+
+    def __getstate__(self) -> dict[str, object]:
+        """What pickles: the configuration (the Rust core holds nothing else)."""
+        return {k: v for k, v in self.__dict__.items() if k != "_core"}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._core = self._new_core()
 
     def new_state(self) -> BehaviourState:
         return BehaviourState()
 
     # -- counting ---------------------------------------------------------------------
 
-    def _renormalise(self, state: BehaviourState, ts: float) -> None:
-        c = state.counts
-        if state.landmark == _NEVER:
-            state.landmark = ts
-            return
-        d = ts - state.landmark
-        factor = math.exp(-d / HORIZONS_S[1])
-        for f in range(N_COUNTERS):
-            c[f] *= factor
-        factor = math.exp(-d / HORIZONS_S[2])
-        for f in range(_K2, _S0):
-            c[f] *= factor
-        for f in range(_T0, _T0 + TOPIC_SLOTS):
-            c[f] *= factor
-        short = math.exp(-d / HORIZONS_S[0])
-        for f in range(_S0, _T0):
-            c[f] *= short
-        withheld = state.withheld
-        if withheld is not None:
-            for f in range(N_COUNTERS):
-                withheld[f] *= factor
-        state.landmark = ts
-
     def observe_one(self, state: BehaviourState, call: ApiCall) -> None:
-        self._count(state, call)
-
-    def _count(self, state: BehaviourState, call: ApiCall) -> float:
-        """Count `call`; returns the 1-hour weight of its time, 0.0 if it was not counted."""
-        ts = call.ts
-        d = ts - state.landmark
-        if d > self._renormalise_after:  # also an account's first call: landmark -inf
-            self._renormalise(state, ts)
-            w0 = w1 = w2 = 1.0
-        elif d < -self._renormalise_after:
-            return 0.0  # hours late: too old to change what the horizons show
-        else:
-            w0 = _exp(d / 600.0)
-            w1 = _exp(d / 3600.0)
-            w2 = _exp(d / 86400.0)
-        c = state.counts
-        c[0] += w1
-        c[14] += w2
-        status = call.status
-        out = call.output_tokens
-        if out:
-            kilo = out * 0.001
-            c[13] += kilo * w1
-            c[27] += kilo * w2
-        single = call.turn == 1 and call.tool_count == 0
-        stop = call.stop_reason
-        heavy = single and status == 200 and (out > call.input_tokens or stop == "max_tokens")
-        if call.has_prompt:
-            if call.cot_request:
-                c[2] += w1
-                c[16] += w2
-                if heavy or (single and status != 200):  # throttled: the shape, no answer
-                    c[28] += w0
-                    c[3] += w1
-                    c[17] += w2
-            jailbreak = call.jailbreak_score
-            if call.sysprompt_probe or (jailbreak is not None and jailbreak >= 0.5):
-                c[30] += w0
-                c[8] += w1
-                c[22] += w2
-            simhash = call.simhash
-            if simhash is not None and single:  # templates matter where harvesting lives
-                templates = state.templates
-                if templates is _NO_TEMPLATES:
-                    templates = state.templates = _ZERO_TEMPLATES[:]
-                for known in templates:
-                    if (simhash ^ known).bit_count() <= 8:
-                        c[12] += w1
-                        c[26] += w2
-                        break
-                else:
-                    slot = state.template_next
-                    templates[slot] = simhash
-                    state.template_next = (slot + 1) % _TEMPLATE_SLOTS
-            topic = call.topic
-            if topic is not None:
-                if self._bucket_from <= ts < self._bucket_until:
-                    bucket = self._bucket
-                else:
-                    bucket = self._bucket = int(ts // _TOPIC_BUCKET_S)
-                    self._bucket_from = bucket * _TOPIC_BUCKET_S
-                    self._bucket_until = self._bucket_from + _TOPIC_BUCKET_S
-                packed = state.topics
-                stored = packed >> 64
-                bit, slot = _TOPICS.get(topic) or _topic(topic)
-                c[slot] += w2
-                if stored == bucket:
-                    if not packed & bit:  # most calls repeat a topic: no new int then
-                        state.topics = packed | bit
-                elif stored < bucket:
-                    previous = packed & 0xFFFFFFFF if stored == bucket - 1 else 0
-                    state.topics = (bucket << 64) | (previous << 32) | bit
-                elif stored == bucket + 1:  # late, from the previous bucket
-                    state.topics = packed | (bit << 32)
-        else:
-            c[1] += w1
-            c[15] += w2
-        if single:
-            c[4] += w1
-            c[18] += w2
-            if heavy:
-                c[5] += w1
-                c[19] += w2
-        if stop is not None:
-            if stop == "max_tokens":
-                c[6] += w1
-                c[20] += w2
-            elif stop == "refusal":
-                c[9] += w1
-                c[23] += w2
-        if call.n > 1 or call.logprobs:
-            c[29] += w0
-            c[7] += w1
-            c[21] += w2
-        if status >= 400:
-            if status == 429:
-                c[10] += w1
-                c[24] += w2
-            else:
-                c[11] += w1
-                c[25] += w2
-        last = state.last_ts
-        if ts >= last:
-            if last > _NEVER:
-                gap = ts - last
-                mean = state.gap_mean + _GAP_ALPHA * (gap - state.gap_mean)
-                state.gap_dev += _GAP_ALPHA * (abs(gap - mean) - state.gap_dev)
-                state.gap_mean = mean
-            state.last_ts = ts
-        return w1
+        self._core.count(state, call)
 
     def learn_one(self, state: BehaviourState, call: ApiCall) -> None:
         """Nothing to do: the baseline is the 1-day horizon minus withheld calls."""
@@ -477,11 +344,9 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
         )
 
     def assess_one(self, state: BehaviourState, call: ApiCall) -> Finding | None:
-        w1 = self._count(state, call)
-        # Cheap gate: no pattern can score without two matching requests in the hour.
-        gate = 2.0 * w1
-        c = state.counts
-        if c[3] < gate and c[7] < gate and c[8] < gate:
+        # Count the call, then the cheap gate: no pattern can score without two matching
+        # requests in the hour. Both in Rust (`BehaviourCore.count`), once per call.
+        if not self._core.count(state, call):
             return None
         # A late call is judged with the account as it stands now: decayed counts cannot
         # be rewound to before later calls were counted.
@@ -654,38 +519,7 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
         single-turn share; a reasoning-heavy but conversational account (a tutoring
         product) gets at most 0.25; ordinary chat, coding and agent traffic about 0.
         """
-        # Once per call on the worker's hot path (linking reads it): the day horizon's
-        # counters are read directly, each divided by the one weight the day needs, the
-        # same arithmetic as `_View.day`.
-        c = state.counts
-        w2 = _exp((ts - state.landmark) / 86400.0) if state.landmark > _NEVER else 1.0
-        requests = c[14] / w2  # _K2 + REQ
-        if requests < 1.0:
-            return 0.0
-        prompted = requests - c[15] / w2  # NO_PROMPT
-        cot, harvest = c[16] / w2, c[17] / w2  # COT, HARVEST
-        template_share = c[26] / w2 / (prompted + 2.0)  # TEMPLATE
-        single_share = c[18] / w2 / (requests + 2.0)  # SINGLE
-        harvest_shape = _ramp((harvest + 1.0) / (cot + 2.0), 0.6, 0.9) * _ramp(
-            harvest / (prompted + 2.0), 0.15, 0.5
-        )
-        sweep_shape = _ramp(c[21] / w2 / (requests + 2.0), 0.3, 0.7)  # MULTI
-        if sweep_shape > 0.0:
-            sweep_shape *= max(
-                _ramp(topic_coverage(state, ts), 6, 10), _ramp(template_share, 0.3, 0.6),
-                _breadth(topic_entropy(state, ts)),
-            )
-        probe_shape = _ramp(c[22] / w2 / (prompted + 2.0), 0.08, 0.3)  # PROBE
-        shape = max(harvest_shape, sweep_shape, probe_shape)
-        completed = requests - c[24] / w2 - c[25] / w2  # THROTTLED, ERROR
-        max_tokens_share = c[20] / w2 / (completed + 2.0) if completed > 0 else 0.0
-        context = (
-            _ramp(template_share, 0.3, 0.7)
-            + _ramp(max_tokens_share, 0.1, 0.3)
-            + _ramp(single_share, 0.7, 0.95)
-        ) / 3.0
-        reasoning_heavy = 0.25 * _ramp(cot / (prompted + 2.0), 0.3, 0.9)
-        return 1.0 - (1.0 - shape * (0.7 + 0.3 * context)) * (1.0 - reasoning_heavy)
+        return self._core.suspicion(state, ts)
 
     def features(self, state: BehaviourState, ts: float) -> tuple[float, ...]:
         """The account's behaviour at event time `ts` as `FEATURE_NAMES`, each in [0, 1].

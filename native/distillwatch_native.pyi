@@ -63,3 +63,13 @@ class ShareCore:
                  blank: Any) -> None: ...
     def update(self, accounts: dict[str, Any], call: Any) -> float:
         """Count the call into its account's array; the account's suspicion after it."""
+
+class BehaviourCore:
+    """`models.behaviour.BehaviourDetector`'s counting and suspicion on its states."""
+
+    def __init__(self, renormalise_after: float, no_templates: Any,
+                 zero_templates: Any) -> None: ...
+    def count(self, state: Any, call: Any) -> bool:
+        """Count the call into the state; True when the call must be judged."""
+    def suspicion(self, state: Any, ts: float) -> float:
+        """The account's suspicion at event time `ts`, in [0, 1]."""

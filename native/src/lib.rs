@@ -23,6 +23,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 use std::sync::Arc;
 
+mod behaviour;
 mod minutes;
 mod share;
 
@@ -1604,6 +1605,7 @@ impl ObserverCore {
 #[pymodule]
 fn distillwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ObserverCore>()?;
+    m.add_class::<behaviour::BehaviourCore>()?;
     m.add_class::<minutes::MinuteCounts>()?;
     m.add_class::<share::ShareCore>()?;
     m.add_class::<EdgeCall>()?;

@@ -1,0 +1,415 @@
+//! The per-call counting and the suspicion of `models.behaviour.BehaviourDetector`.
+//!
+//! Every call of every account is counted into its `BehaviourState` (`_count`), and
+//! linking reads the account's suspicion after each call (`suspicion`): the two largest
+//! costs of the detection engine per call. Here they are the same arithmetic, in the same
+//! order, on the same state (float32 counters read as doubles and rounded back, the same
+//! libm `exp` and `log`), so states, snapshots and scores do not change. The Python they
+//! were ported from is `tests/models/behaviour_reference.py`;
+//! `tests/models/test_behaviour_core.py` holds the two equal, bit for bit.
+
+use pyo3::exceptions::PyValueError;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::PyString;
+
+use crate::py_floordiv;
+
+// The layout of `BehaviourState.counts` (models/behaviour.py): 14 counters at the 1-hour
+// horizon, the same at the 1-day horizon, 3 at 10 minutes, 16 topic slots at the day.
+const N_COUNTERS: usize = 14;
+const K2: usize = N_COUNTERS;
+const S0: usize = 2 * N_COUNTERS;
+const T0: usize = S0 + 3;
+const TOPIC_SLOTS: usize = 16;
+const SLOTS: usize = T0 + TOPIC_SLOTS;
+const TEMPLATE_SLOTS: usize = 6;
+const TOPIC_BUCKET_S: f64 = 1800.0;
+const GAP_ALPHA: f64 = 0.1;
+const ENTROPY_MIN_PROMPTS: f64 = 10.0;
+const ENTROPY_BROAD_BITS: (f64, f64) = (3.0, 3.5);
+
+/// `models.behaviour.KNOWN_TOPICS`, in order: label i has coverage bit i, slot T0 + i.
+const KNOWN_TOPICS: [&str; 14] = [
+    "coding", "math", "reasoning", "agentic", "chat", "writing", "science", "other", "law",
+    "medicine", "finance", "translation", "data_analysis", "history",
+];
+
+/// `models.behaviour._topic`: (coverage bit, counter index) of a topic label.
+fn topic_entry(topic: &str) -> (i128, usize) {
+    if let Some(i) = KNOWN_TOPICS.iter().position(|known| *known == topic) {
+        return (1 << i, T0 + i);
+    }
+    let crc = u64::from(crc32fast::hash(topic.as_bytes()));
+    let known = KNOWN_TOPICS.len() as u64;
+    let bit = 1i128 << (known + crc % (32 - known));
+    (bit, T0 + KNOWN_TOPICS.len() + (crc % (TOPIC_SLOTS as u64 - known)) as usize)
+}
+
+/// `models.behaviour._ramp`.
+fn ramp(x: f64, lo: f64, hi: f64) -> f64 {
+    if x <= lo {
+        0.0
+    } else if x >= hi {
+        1.0
+    } else {
+        (x - lo) / (hi - lo)
+    }
+}
+
+/// Python's `max(a, b)` of floats: the first unless the second is greater.
+fn py_max(a: f64, b: f64) -> f64 {
+    if b > a {
+        b
+    } else {
+        a
+    }
+}
+
+/// `int(ts // 1800)`, the topic bucket of an event time.
+fn topic_bucket(ts: f64) -> PyResult<i128> {
+    let q = py_floordiv(ts, TOPIC_BUCKET_S);
+    if !q.is_finite() || q.abs() >= 1.7e38 {
+        return Err(pyo3::exceptions::PyOverflowError::new_err("event time out of range"));
+    }
+    Ok(q as i128)
+}
+
+/// `models.behaviour.topic_coverage` of a state's packed topics.
+fn topic_coverage(packed: i128, ts: f64) -> PyResult<u32> {
+    let bucket = topic_bucket(ts)?;
+    let stored = packed >> 64;
+    Ok(if stored == bucket {
+        ((packed & 0xFFFF_FFFF) | ((packed >> 32) & 0xFFFF_FFFF)).count_ones()
+    } else if stored == bucket - 1 {
+        (packed & 0xFFFF_FFFF).count_ones()
+    } else {
+        0
+    })
+}
+
+/// `models.behaviour.topic_entropy`: bits, or None under 10 prompts in the day.
+fn topic_entropy(c: &[f64], landmark: f64, ts: f64) -> Option<f64> {
+    let slots = &c[T0..SLOTS];
+    let total: f64 = slots.iter().fold(0.0, |sum, &x| sum + x);
+    if total <= 0.0 {
+        return None;
+    }
+    let d = if landmark > f64::NEG_INFINITY { ts - landmark } else { 0.0 };
+    if total * (-d / 86_400.0).exp() < ENTROPY_MIN_PROMPTS {
+        return None;
+    }
+    let mut weighted = 0.0;
+    for &count in slots {
+        if count > 0.0 {
+            weighted += count * count.ln();
+        }
+    }
+    Some(py_max(0.0, (total.ln() - weighted / total) / std::f64::consts::LN_2))
+}
+
+fn breadth(entropy: Option<f64>) -> f64 {
+    entropy.map_or(0.0, |e| ramp(e, ENTROPY_BROAD_BITS.0, ENTROPY_BROAD_BITS.1))
+}
+
+/// A state's counters read as doubles, in the float32 array's own order.
+fn read_counts(counts: impl ExactSizeIterator<Item = f32>) -> PyResult<[f64; SLOTS]> {
+    if counts.len() != SLOTS {
+        return Err(PyValueError::new_err("a behaviour state's counts of another size"));
+    }
+    let mut c = [0.0; SLOTS];
+    for (to, from) in c.iter_mut().zip(counts) {
+        *to = f64::from(from);
+    }
+    Ok(c)
+}
+
+/// `BehaviourDetector`'s counting and suspicion on `BehaviourState`s.
+#[pyclass(frozen, module = "distillwatch_native")]
+pub struct BehaviourCore {
+    renormalise_after: f64,
+    /// `models.behaviour._NO_TEMPLATES`, shared by every state without templates.
+    no_templates: Py<PyAny>,
+    /// Six zeroed template slots (`array("Q")`): a state's first templates copy it.
+    zero_templates: Py<PyAny>,
+}
+
+#[pymethods]
+impl BehaviourCore {
+    #[new]
+    fn new(renormalise_after: f64, no_templates: Py<PyAny>, zero_templates: Py<PyAny>) -> Self {
+        BehaviourCore { renormalise_after, no_templates, zero_templates }
+    }
+
+    /// `BehaviourDetector._count(state, call)`, then the gate of `assess_one`: True when
+    /// the account has at least two matching requests of a pattern in the hour (scaled as
+    /// stored), so the call must be judged.
+    fn count(&self, py: Python<'_>, state: &Bound<'_, PyAny>, call: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let ts: f64 = call.getattr(intern!(py, "ts"))?.extract()?;
+        let landmark: f64 = state.getattr(intern!(py, "landmark"))?.extract()?;
+        let counts_obj = state.getattr(intern!(py, "counts"))?;
+        let buffer = pyo3::buffer::PyBuffer::<f32>::get(&counts_obj)?;
+        let cells = buffer
+            .as_mut_slice(py)
+            .ok_or_else(|| PyValueError::new_err("a behaviour state's counts are read-only"))?;
+        let mut c = read_counts(cells.iter().map(std::cell::Cell::get))?;
+        let d = ts - landmark;
+        let (w0, w1, w2);
+        if d > self.renormalise_after {
+            self.renormalise(py, state, &mut c, landmark, ts)?;
+            (w0, w1, w2) = (1.0, 1.0, 1.0);
+        } else if d < -self.renormalise_after {
+            return Ok(gate(&c, 0.0));
+        } else {
+            w0 = (d / 600.0).exp();
+            w1 = (d / 3600.0).exp();
+            w2 = (d / 86400.0).exp();
+        }
+        c[0] += w1;
+        c[14] += w2;
+        let status: i128 = call.getattr(intern!(py, "status"))?.extract()?;
+        let out: i128 = call.getattr(intern!(py, "output_tokens"))?.extract()?;
+        if out != 0 {
+            let kilo = out as f64 * 0.001;
+            c[13] += kilo * w1;
+            c[27] += kilo * w2;
+        }
+        let turn: i128 = call.getattr(intern!(py, "turn"))?.extract()?;
+        let single = turn == 1 && {
+            let tools: i128 = call.getattr(intern!(py, "tool_count"))?.extract()?;
+            tools == 0
+        };
+        let stop_obj = call.getattr(intern!(py, "stop_reason"))?;
+        let stop: Option<Bound<'_, PyString>> =
+            if stop_obj.is_none() { None } else { Some(stop_obj.downcast_into::<PyString>()?) };
+        let stop_is = |text: &str| -> PyResult<bool> {
+            Ok(match &stop {
+                Some(s) => s.to_str()? == text,
+                None => false,
+            })
+        };
+        let heavy = single && status == 200 && {
+            let input: i128 = call.getattr(intern!(py, "input_tokens"))?.extract()?;
+            out > input || stop_is("max_tokens")?
+        };
+        if call.getattr(intern!(py, "has_prompt"))?.is_truthy()? {
+            if call.getattr(intern!(py, "cot_request"))?.is_truthy()? {
+                c[2] += w1;
+                c[16] += w2;
+                if heavy || (single && status != 200) {
+                    c[28] += w0;
+                    c[3] += w1;
+                    c[17] += w2;
+                }
+            }
+            let jailbreak: Option<f64> = call.getattr(intern!(py, "jailbreak_score"))?.extract()?;
+            if call.getattr(intern!(py, "sysprompt_probe"))?.is_truthy()?
+                || jailbreak.is_some_and(|score| score >= 0.5)
+            {
+                c[30] += w0;
+                c[8] += w1;
+                c[22] += w2;
+            }
+            let simhash_obj = call.getattr(intern!(py, "simhash"))?;
+            if !simhash_obj.is_none() && single {
+                let simhash: u64 = simhash_obj.extract()?;
+                self.count_template(py, state, &mut c, simhash, w1, w2)?;
+            }
+            let topic = call.getattr(intern!(py, "topic"))?;
+            if !topic.is_none() {
+                let bucket = topic_bucket(ts)?;
+                let packed: i128 = state.getattr(intern!(py, "topics"))?.extract()?;
+                let stored = packed >> 64;
+                let (bit, slot) = topic_entry(topic.downcast::<PyString>()?.to_str()?);
+                c[slot] += w2;
+                let topics = if stored == bucket {
+                    ((packed & bit) == 0).then_some(packed | bit)
+                } else if stored < bucket {
+                    let previous = if stored == bucket - 1 { packed & 0xFFFF_FFFF } else { 0 };
+                    Some((bucket << 64) | (previous << 32) | bit)
+                } else if stored == bucket + 1 {
+                    Some(packed | (bit << 32))
+                } else {
+                    None
+                };
+                if let Some(topics) = topics {
+                    state.setattr(intern!(py, "topics"), topics)?;
+                }
+            }
+        } else {
+            c[1] += w1;
+            c[15] += w2;
+        }
+        if single {
+            c[4] += w1;
+            c[18] += w2;
+            if heavy {
+                c[5] += w1;
+                c[19] += w2;
+            }
+        }
+        if stop_is("max_tokens")? {
+            c[6] += w1;
+            c[20] += w2;
+        } else if stop_is("refusal")? {
+            c[9] += w1;
+            c[23] += w2;
+        }
+        let n: i128 = call.getattr(intern!(py, "n"))?.extract()?;
+        if n > 1 || call.getattr(intern!(py, "logprobs"))?.is_truthy()? {
+            c[29] += w0;
+            c[7] += w1;
+            c[21] += w2;
+        }
+        if status >= 400 {
+            if status == 429 {
+                c[10] += w1;
+                c[24] += w2;
+            } else {
+                c[11] += w1;
+                c[25] += w2;
+            }
+        }
+        // Each counter written back rounds to float32 once, as Python's `c[i] += w` does.
+        for (cell, value) in cells.iter().zip(c.iter_mut()) {
+            let rounded = *value as f32;
+            cell.set(rounded);
+            *value = f64::from(rounded);
+        }
+        let last: f64 = state.getattr(intern!(py, "last_ts"))?.extract()?;
+        if ts >= last {
+            if last > f64::NEG_INFINITY {
+                let gap = ts - last;
+                let gap_mean: f64 = state.getattr(intern!(py, "gap_mean"))?.extract()?;
+                let gap_dev: f64 = state.getattr(intern!(py, "gap_dev"))?.extract()?;
+                let mean = gap_mean + GAP_ALPHA * (gap - gap_mean);
+                state.setattr(intern!(py, "gap_dev"), gap_dev + GAP_ALPHA * ((gap - mean).abs() - gap_dev))?;
+                state.setattr(intern!(py, "gap_mean"), mean)?;
+            }
+            state.setattr(intern!(py, "last_ts"), ts)?;
+        }
+        Ok(gate(&c, w1))
+    }
+
+    /// `BehaviourDetector.suspicion(state, ts)`.
+    fn suspicion(&self, py: Python<'_>, state: &Bound<'_, PyAny>, ts: f64) -> PyResult<f64> {
+        let landmark: f64 = state.getattr(intern!(py, "landmark"))?.extract()?;
+        let counts_obj = state.getattr(intern!(py, "counts"))?;
+        let buffer = pyo3::buffer::PyBuffer::<f32>::get(&counts_obj)?;
+        let cells = buffer
+            .as_slice(py)
+            .ok_or_else(|| PyValueError::new_err("a behaviour state's counts are not a float32 array"))?;
+        let c = read_counts(cells.iter().map(pyo3::buffer::ReadOnlyCell::get))?;
+        let w2 = if landmark > f64::NEG_INFINITY { ((ts - landmark) / 86400.0).exp() } else { 1.0 };
+        let requests = c[14] / w2;
+        if requests < 1.0 {
+            return Ok(0.0);
+        }
+        let prompted = requests - c[15] / w2;
+        let (cot, harvest) = (c[16] / w2, c[17] / w2);
+        let template_share = c[26] / w2 / (prompted + 2.0);
+        let single_share = c[18] / w2 / (requests + 2.0);
+        let harvest_shape =
+            ramp((harvest + 1.0) / (cot + 2.0), 0.6, 0.9) * ramp(harvest / (prompted + 2.0), 0.15, 0.5);
+        let mut sweep_shape = ramp(c[21] / w2 / (requests + 2.0), 0.3, 0.7);
+        if sweep_shape > 0.0 {
+            let packed: i128 = state.getattr(intern!(py, "topics"))?.extract()?;
+            let coverage = f64::from(topic_coverage(packed, ts)?);
+            sweep_shape *= py_max(
+                py_max(ramp(coverage, 6.0, 10.0), ramp(template_share, 0.3, 0.6)),
+                breadth(topic_entropy(&c, landmark, ts)),
+            );
+        }
+        let probe_shape = ramp(c[22] / w2 / (prompted + 2.0), 0.08, 0.3);
+        let shape = py_max(py_max(harvest_shape, sweep_shape), probe_shape);
+        let completed = requests - c[24] / w2 - c[25] / w2;
+        let max_tokens_share = if completed > 0.0 { c[20] / w2 / (completed + 2.0) } else { 0.0 };
+        let context = (ramp(template_share, 0.3, 0.7)
+            + ramp(max_tokens_share, 0.1, 0.3)
+            + ramp(single_share, 0.7, 0.95))
+            / 3.0;
+        let reasoning_heavy = 0.25 * ramp(cot / (prompted + 2.0), 0.3, 0.9);
+        Ok(1.0 - (1.0 - shape * (0.7 + 0.3 * context)) * (1.0 - reasoning_heavy))
+    }
+}
+
+/// `assess_one`'s gate: no pattern can score without two matching requests in the hour.
+fn gate(c: &[f64; SLOTS], w1: f64) -> bool {
+    let gate = 2.0 * w1;
+    !(c[3] < gate && c[7] < gate && c[8] < gate)
+}
+
+impl BehaviourCore {
+    /// `BehaviourDetector._renormalise`: the counters rescaled to a landmark at `ts`.
+    fn renormalise(
+        &self,
+        py: Python<'_>,
+        state: &Bound<'_, PyAny>,
+        c: &mut [f64; SLOTS],
+        landmark: f64,
+        ts: f64,
+    ) -> PyResult<()> {
+        if landmark == f64::NEG_INFINITY {
+            state.setattr(intern!(py, "landmark"), ts)?;
+            return Ok(());
+        }
+        let d = ts - landmark;
+        // Rounded to float32 here, as Python stores each product (and again, unchanged,
+        // when the counted call's sums are written back).
+        let scale = |x: &mut f64, by: f64| *x = f64::from((*x * by) as f32);
+        let hour = (-d / 3600.0).exp();
+        c[..N_COUNTERS].iter_mut().for_each(|x| scale(x, hour));
+        let day = (-d / 86400.0).exp();
+        c[K2..S0].iter_mut().for_each(|x| scale(x, day));
+        c[T0..SLOTS].iter_mut().for_each(|x| scale(x, day));
+        let short = (-d / 600.0).exp();
+        c[S0..T0].iter_mut().for_each(|x| scale(x, short));
+        let withheld = state.getattr(intern!(py, "withheld"))?;
+        if !withheld.is_none() {
+            let buffer = pyo3::buffer::PyBuffer::<f32>::get(&withheld)?;
+            let cells = buffer
+                .as_mut_slice(py)
+                .filter(|cells| cells.len() == N_COUNTERS)
+                .ok_or_else(|| PyValueError::new_err("a behaviour state's withheld counts of another size"))?;
+            for cell in cells {
+                cell.set((f64::from(cell.get()) * day) as f32);
+            }
+        }
+        state.setattr(intern!(py, "landmark"), ts)?;
+        Ok(())
+    }
+
+    /// The template part of `_count`: a near-duplicate of a recent prompt counts, a new
+    /// one takes the next of the six slots.
+    fn count_template(
+        &self,
+        py: Python<'_>,
+        state: &Bound<'_, PyAny>,
+        c: &mut [f64; SLOTS],
+        simhash: u64,
+        w1: f64,
+        w2: f64,
+    ) -> PyResult<()> {
+        let mut templates = state.getattr(intern!(py, "templates"))?;
+        if templates.is(self.no_templates.bind(py)) {
+            templates = self.zero_templates.bind(py).call_method0(intern!(py, "__copy__"))?;
+            state.setattr(intern!(py, "templates"), &templates)?;
+        }
+        let buffer = pyo3::buffer::PyBuffer::<u64>::get(&templates)?;
+        let slots = buffer
+            .as_mut_slice(py)
+            .ok_or_else(|| PyValueError::new_err("a behaviour state's templates are read-only"))?;
+        if slots.iter().any(|known| (simhash ^ known.get()).count_ones() <= 8) {
+            c[12] += w1;
+            c[26] += w2;
+            return Ok(());
+        }
+        let slot: usize = state.getattr(intern!(py, "template_next"))?.extract()?;
+        slots
+            .get(slot)
+            .ok_or_else(|| PyValueError::new_err("a behaviour state's template slot out of range"))?
+            .set(simhash);
+        state.setattr(intern!(py, "template_next"), (slot + 1) % TEMPLATE_SLOTS)?;
+        Ok(())
+    }
+}

@@ -29,6 +29,8 @@ class EdgeDecoder:
     def partitions(self) -> int: ...
     def decode(self, value: bytes) -> list[EdgeCall] | None:
         """The calls of one record, or None when the Python edge must read it."""
+    def decode_many(self, values: list[bytes | None]) -> list[list[EdgeCall] | None]:
+        """`decode` of each value (None for None), parsed in one release of the GIL."""
 
 def encode_calls(tag: bytes, calls: list[EdgeCall]) -> bytes:
     """`tag`, then a msgpack array of the calls' payloads."""

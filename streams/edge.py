@@ -59,6 +59,21 @@ class EdgeReader:
             calls = self._native.decode(value)
             if calls is not None:
                 return calls, []
+        return self._read_in_python(value)
+
+    def read_many(
+        self, values: list[bytes | None]
+    ) -> list[tuple[list[EdgeCall], list[Rejection]]]:
+        """`read` of each of `values`, in order. The Rust reader parses them all in one
+        release of the GIL, so a worker runs this on a thread of its own: the parse then
+        overlaps the detection on the event loop's thread."""
+        return [
+            (calls, []) if calls is not None else self._read_in_python(value)
+            for value, calls in zip(values, self._native.decode_many(values), strict=True)
+        ]
+
+    def _read_in_python(self, value: bytes | None) -> tuple[list[EdgeCall], list[Rejection]]:
+        """The Python edge's verdicts on a record the Rust reader declined."""
         self.by_python += 1
         valid, rejections = decode_calls(value)
         calls, refused = [], list(rejections)

@@ -338,6 +338,9 @@ class Pipeline:
         self._taken: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset taken
         self._lag_fault_logged = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+        # The edge's reads: the Rust reader parses a fetched batch without the GIL there,
+        # while the event loop's thread detects (bench/PROFILE.md, "Twelfth pass").
+        self._edge_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge")
         # Account state that outlives the process (streams/statestore.py).
         self.store = AccountStore(settings) if settings.state_store else None
         self._store_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state")
@@ -531,6 +534,8 @@ class Pipeline:
         """Validate one fetched batch and re-key the calls the input order lets go; returns
         the delivery futures of its sends and the input offsets wholly let go.
 
+        The batch's records are read on the edge's thread (`EdgeReader.read_many`: the
+        Rust reader parses them without the GIL, while detection goes on here).
         Consecutive records of one partition go to the input order together (a fetch
         lists each partition's records in a row): one record per event would otherwise
         cost the merger's bookkeeping once per event."""
@@ -541,14 +546,18 @@ class Pipeline:
         calls: list[EdgeCall] = []  # of the records of `partition` not added yet
         starts: list[tuple[int, int]] = []  # ... each one's offset and its first call there
         partition, last = -1, -1  # ... and the offset of the last of them
-        for n, record in enumerate(records, 1):
+        firsts = [self._first_delivery(record) for record in records]
+        values = [record.value for record, first in zip(records, firsts, strict=True) if first]
+        reads = iter(await asyncio.get_running_loop().run_in_executor(
+            self._edge_executor, self.edge.read_many, values) if values else ())
+        for n, (record, first) in enumerate(zip(records, firsts, strict=True), 1):
             if record.partition != partition and last >= 0:
                 order.add(partition, last, calls, now, starts)
                 calls, starts, last = [], [], -1
             partition = record.partition
-            if self._first_delivery(record):
+            if first:
                 stats.records_in += 1
-                valid, rejections = self.edge.read(record.value)
+                valid, rejections = next(reads)
                 for rejection in rejections:
                     sent.append(await self._dead_letter(rejection, topic, record))
                 stats.rejected += len(rejections)

@@ -1133,42 +1133,67 @@ impl EdgeDecoder {
     /// it: something in it is invalid, or read by rules this decoder does not check.
     fn decode<'py>(&self, py: Python<'py>, value: &[u8]) -> PyResult<Option<Bound<'py, PyList>>> {
         let limits = &self.limits;
-        let encoded = py.allow_threads(|| {
-            let mut out = Vec::with_capacity(value.len() / 3);
-            encode_record(value, limits, &mut out).map(|calls| (calls, out))
-        });
-        let Some((calls, out)) = encoded else {
-            return Ok(None);
-        };
-        let buffer: Arc<[u8]> = out.into();
-        // Both spans hold UTF-8 copied from a `str`.
-        let text = |(from, to): (usize, usize)| {
-            std::str::from_utf8(&buffer[from..to]).expect("UTF-8 copied from a str")
-        };
-        let list = PyList::empty(py);
-        let mut tenant: Option<((usize, usize), Py<PyString>)> = None;
-        for e in calls {
-            // A record's calls mostly share one tenant: one string for them.
-            let tenant_id = match &tenant {
-                Some((span, s)) if text(*span) == text(e.tenant) => s.clone_ref(py),
-                _ => {
-                    let s = PyString::new(py, text(e.tenant)).unbind();
-                    tenant = Some((e.tenant, s.clone_ref(py)));
-                    s
-                }
-            };
-            let call = EdgeCall {
-                ts: e.ts,
-                tenant_id,
-                account_id: PyString::new(py, text(e.account)).unbind(),
-                partition: e.partition,
-                buffer: Arc::clone(&buffer),
-                span: e.payload,
-            };
-            list.append(Py::new(py, call)?)?;
-        }
-        Ok(Some(list))
+        let encoded = py.allow_threads(|| encode_whole(value, limits));
+        encoded.map(|encoded| calls_of(py, encoded)).transpose()
     }
+
+    /// `decode` of each of `values` (bytes, or None: then None), parsed together without
+    /// the GIL: from a thread of its own, one wait for the GIL for all of them.
+    fn decode_many<'py>(
+        &self,
+        py: Python<'py>,
+        values: &Bound<'py, PyList>,
+    ) -> PyResult<Vec<Option<Bound<'py, PyList>>>> {
+        let items: Vec<Bound<'py, PyAny>> = values.iter().collect();
+        let slices: Vec<Option<&[u8]>> = items
+            .iter()
+            .map(|item| item.downcast::<PyBytes>().ok().map(|b| b.as_bytes()))
+            .collect();
+        let limits = &self.limits;
+        let encoded: Vec<Option<(Vec<Encoded>, Vec<u8>)>> = py.allow_threads(|| {
+            slices.iter().map(|value| value.and_then(|v| encode_whole(v, limits))).collect()
+        });
+        encoded.into_iter().map(|e| e.map(|e| calls_of(py, e)).transpose()).collect()
+    }
+}
+
+/// One record's events encoded, and the buffer their spans point into; None when the
+/// Python edge must read it.
+fn encode_whole(value: &[u8], limits: &Limits) -> Option<(Vec<Encoded>, Vec<u8>)> {
+    let mut out = Vec::with_capacity(value.len() / 3);
+    encode_record(value, limits, &mut out).map(|calls| (calls, out))
+}
+
+/// The `EdgeCall`s of one record's encoded events, in record order.
+fn calls_of<'py>(py: Python<'py>, (calls, out): (Vec<Encoded>, Vec<u8>)) -> PyResult<Bound<'py, PyList>> {
+    let buffer: Arc<[u8]> = out.into();
+    // Both spans hold UTF-8 copied from a `str`.
+    let text = |(from, to): (usize, usize)| {
+        std::str::from_utf8(&buffer[from..to]).expect("UTF-8 copied from a str")
+    };
+    let list = PyList::empty(py);
+    let mut tenant: Option<((usize, usize), Py<PyString>)> = None;
+    for e in calls {
+        // A record's calls mostly share one tenant: one string for them.
+        let tenant_id = match &tenant {
+            Some((span, s)) if text(*span) == text(e.tenant) => s.clone_ref(py),
+            _ => {
+                let s = PyString::new(py, text(e.tenant)).unbind();
+                tenant = Some((e.tenant, s.clone_ref(py)));
+                s
+            }
+        };
+        let call = EdgeCall {
+            ts: e.ts,
+            tenant_id,
+            account_id: PyString::new(py, text(e.account)).unbind(),
+            partition: e.partition,
+            buffer: Arc::clone(&buffer),
+            span: e.payload,
+        };
+        list.append(Py::new(py, call)?)?;
+    }
+    Ok(list)
 }
 
 /// One internal record of calls from `EdgeCall`s: `tag` (`streams.internal.CALLS_TAG`),

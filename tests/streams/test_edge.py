@@ -229,6 +229,21 @@ def test_garbage_bytes_get_the_same_verdict(value: bytes) -> None:
     assert_same(value)
 
 
+@given(st.lists(batches() | arbitrary_bytes | valid_events().map(encode)
+                | st.sampled_from([None, b"", b"[]"]), max_size=8))
+@settings(max_examples=200)
+def test_records_read_together_get_each_its_own_verdict(values: list[bytes | None]) -> None:
+    one_by_one, together = EdgeReader(PARTITIONS), EdgeReader(PARTITIONS)
+    expected = [one_by_one.read(value) for value in values]
+    got = together.read_many(values)
+    assert len(got) == len(values)
+    for (calls, rejections), (expected_calls, expected_rejections) in zip(
+            got, expected, strict=True):
+        assert [_key(c) for c in calls] == [_key(c) for c in expected_calls]
+        assert rejections == expected_rejections
+    assert together.by_python == one_by_one.by_python
+
+
 def test_calls_the_python_edge_read_join_the_rust_ones_in_one_record() -> None:
     reader = EdgeReader(1)
     rust, _ = reader.read(encode([CONTRACT_EVENT]))

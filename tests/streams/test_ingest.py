@@ -22,20 +22,20 @@ def test_a_large_fetch_is_sent_in_slices_and_nothing_is_lost(
 ) -> None:
     worker = Pipeline(Settings(state_dir=tmp_path, clickhouse_url=None, state_store=False))
     monkeypatch.setattr(pipeline_module, "INGEST_SLICE_CALLS", 10)
-    log: list[Any] = []  # ("decoded", record offset) and ("sent", partition, calls)
+    log: list[Any] = []  # ("ordered", calls) and ("sent", partition, calls)
 
     async def send(topic: Any, items: Any, encode: Any, partition: int) -> list[Any]:
         log.append(("sent", partition, decode_by_account(encode(items))))
         return []
 
-    read = worker.edge.read
+    add = worker.input_order.add
 
-    def logged_read(value: bytes) -> Any:
-        log.append(("decoded",))
-        return read(value)
+    def logged_add(partition: int, offset: int, calls: list[Any], *rest: Any) -> None:
+        log.append(("ordered", len(calls)))
+        add(partition, offset, calls, *rest)
 
     monkeypatch.setattr(pipeline_module, "_send_chunks", send)
-    monkeypatch.setattr(worker.edge, "read", logged_read)
+    monkeypatch.setattr(worker.input_order, "add", logged_add)
     events = [e for i in range(4) for e in chatter("org", f"key_{i}", n=6, start=START)]
     records = [
         SimpleNamespace(topic="api-calls", partition=0, offset=n,
@@ -44,12 +44,12 @@ def test_a_large_fetch_is_sent_in_slices_and_nothing_is_lost(
     ]
     _, done = asyncio.run(worker._ingest_batch(records, [], now=0.0))
     assert done == {0: 4}  # every record's calls are sent: all may be committed
-    # 6 calls per record, slices of at least 10: sent (one record per partition) after
-    # the 2nd record and after the 4th, not all at the end.
+    # 6 calls per record, slices of at least 10: ordered and sent (one record per
+    # partition) after the 2nd record and after the 4th, not all at the end.
     kinds = [entry[0] for entry in log]
     collapsed = [kind for i, kind in enumerate(kinds) if i == 0 or kind != kinds[i - 1]]
-    assert collapsed == ["decoded", "sent", "decoded", "sent"]
-    assert kinds[:3] == ["decoded", "decoded", "sent"]
+    assert collapsed == ["ordered", "sent", "ordered", "sent"]
+    assert [entry[1] for entry in log if entry[0] == "ordered"] == [12, 12]
     sent = [(partition, call) for kind, *rest in log if kind == "sent"
             for partition, calls in [rest] for call in calls]
     assert sorted(call.event_id for _, call in sent) == sorted(e["event_id"] for e in events)

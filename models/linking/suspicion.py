@@ -62,7 +62,18 @@ class ExtractionShareSuspicion:
         self._decay_per_s = math.log(2.0) / half_life_s
         # account_id -> [shaped, calls, last ts]: three doubles, 88 bytes
         self._accounts: dict[str, array[float]] = {}
-        self._core = ShareCore(self._decay_per_s, prior, prior_weight, array("d", bytes(24)))
+        self._core = self._new_core()
+
+    def _new_core(self) -> ShareCore:
+        return ShareCore(self._decay_per_s, self.prior, self.prior_weight, array("d", bytes(24)))
+
+    def __getstate__(self) -> dict[str, object]:
+        """What pickles: the configuration and the account arrays (not the Rust core)."""
+        return {k: v for k, v in self.__dict__.items() if k != "_core"}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._core = self._new_core()
 
     def __len__(self) -> int:
         return len(self._accounts)

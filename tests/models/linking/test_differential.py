@@ -11,6 +11,7 @@ final state array must be identical: the arrays are what account snapshots persi
 
 from __future__ import annotations
 
+import pickle
 import random
 from array import array
 from typing import Any
@@ -256,3 +257,16 @@ def test_suspicion_matches_the_reference(seed: int, config: dict[str, float]) ->
         got = tuned.share.export_account(account)
         assert got is not None and expected is not None
         assert (got.typecode, got.tolist()) == (expected.typecode, expected.tolist())
+
+
+def test_the_share_suspicion_pickles_without_its_core_and_goes_on_counting() -> None:
+    calls = shaped_calls(3, accounts=5, count=400)
+    reference = ReferenceShareSuspicion(half_life_s=600.0)
+    tuned = ExtractionShareSuspicion(half_life_s=600.0)
+    for call in calls[:200]:
+        reference.update(call)
+        tuned.update(call)
+    restored = pickle.loads(pickle.dumps(tuned))
+    assert restored.half_life_s == 600.0
+    for call in calls[200:]:
+        assert restored.update(call) == reference.update(call)

@@ -23,15 +23,15 @@ from __future__ import annotations
 import argparse
 import gc
 import pickle
-import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
+from bench._rounds import alternate
 from bench.observe import simulated_calls, throughput_calls
 from models.behaviour import BehaviourDetector, BehaviourState
 from models.records import ApiCall
-from streams.cli import WORKER_GC_THRESHOLD
 from tests.models.behaviour_reference import ReferenceBehaviourDetector
 
 IMPLEMENTATIONS: dict[str, Callable[[], BehaviourDetector]] = {
@@ -101,33 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     judged = check_identical(calls)
     print(f"traffic: {traffic}, {len(calls):,} calls, {accounts:,} accounts, {judged:,} "
           "with a finding; findings, suspicions and states identical")
-    print(f"gc: thresholds {WORKER_GC_THRESHOLD}, calls frozen out of collection")
-    print(f"{'round':>5} {'implementation':>14} {'assess us':>10} {'suspicion us':>13} "
-          f"{'both us':>8}")
-    thresholds = gc.get_threshold()
-    gc.set_threshold(*WORKER_GC_THRESHOLD)
-    timings: dict[str, list[tuple[float, float]]] = {name: [] for name in IMPLEMENTATIONS}
-    per = 1e6 / len(calls)
-    try:
-        for round_ in range(args.rounds):
-            names = list(IMPLEMENTATIONS)
-            if round_ % 2:
-                names.reverse()
-            for name in names:
-                assess_s, suspicion_s = run(IMPLEMENTATIONS[name], calls)
-                timings[name].append((assess_s, suspicion_s))
-                print(f"{round_:>5} {name:>14} {assess_s * per:>10.3f} "
-                      f"{suspicion_s * per:>13.3f} {(assess_s + suspicion_s) * per:>8.3f}")
-    finally:
-        gc.set_threshold(*thresholds)
-    print("median over rounds (min in parentheses), us per call:")
-    for name, rows in timings.items():
-        assess = [a * per for a, _ in rows]
-        judge = [s * per for _, s in rows]
-        both = [(a + s) * per for a, s in rows]
-        print(f"{name:>14}: assess {statistics.median(assess):.3f} ({min(assess):.3f})  "
-              f"suspicion {statistics.median(judge):.3f} ({min(judge):.3f})  "
-              f"both {statistics.median(both):.3f} ({min(both):.3f})")
+    alternate({name: partial(run, factory, calls) for name, factory in IMPLEMENTATIONS.items()},
+              args.rounds, len(calls), ("assess", "suspicion"))
 
 
 if __name__ == "__main__":

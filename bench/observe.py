@@ -36,20 +36,20 @@ from __future__ import annotations
 
 import argparse
 import gc
-import statistics
 import time
 import zlib
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from bench._rounds import alternate
 from bench._traffic import TrafficPlan, events
 from models.linking.observe import LinkObservation, LinkObserver
 from models.linking.suspicion import LinkingSuspicion
 from models.records import ApiCall
-from streams.cli import WORKER_GC_THRESHOLD
 from streams.fast_decode import decode_calls
 from tests.models.linking.reference import ReferenceLinkingSuspicion, ReferenceLinkObserver
 
@@ -172,34 +172,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"traffic: {traffic}, {len(calls):,} calls, {accounts:,} accounts, "
           f"{observations:,} observations ({observations / len(calls):.3f} per call); "
           "outputs and states identical")
-    print(f"gc: thresholds {WORKER_GC_THRESHOLD}, calls frozen out of collection")
-    print(f"{'round':>5} {'implementation':>14} {'update us':>10} {'observe us':>11} "
-          f"{'both us':>8}")
-    thresholds = gc.get_threshold()
-    gc.set_threshold(*WORKER_GC_THRESHOLD)
-    timings: dict[str, list[tuple[float, float]]] = {name: [] for name in IMPLEMENTATIONS}
-    try:
-        for round_ in range(args.rounds):
-            names = list(IMPLEMENTATIONS)
-            if round_ % 2:
-                names.reverse()
-            for name in names:
-                update_s, observe_s = run(IMPLEMENTATIONS[name], calls)
-                timings[name].append((update_s, observe_s))
-                per = 1e6 / len(calls)
-                print(f"{round_:>5} {name:>14} {update_s * per:>10.3f} "
-                      f"{observe_s * per:>11.3f} {(update_s + observe_s) * per:>8.3f}")
-    finally:
-        gc.set_threshold(*thresholds)
-    print("median over rounds (min in parentheses), us per call:")
-    for name, rows in timings.items():
-        per = 1e6 / len(calls)
-        update = [u * per for u, _ in rows]
-        observe = [o * per for _, o in rows]
-        both = [(u + o) * per for u, o in rows]
-        print(f"{name:>14}: update {statistics.median(update):.3f} ({min(update):.3f})  "
-              f"observe {statistics.median(observe):.3f} ({min(observe):.3f})  "
-              f"both {statistics.median(both):.3f} ({min(both):.3f})")
+    alternate({name: partial(run, implementation, calls)
+               for name, implementation in IMPLEMENTATIONS.items()},
+              args.rounds, len(calls), ("update", "observe"))
 
 
 if __name__ == "__main__":

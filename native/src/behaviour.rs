@@ -46,6 +46,14 @@ fn topic_entry(topic: &str) -> (i128, usize) {
     (bit, T0 + KNOWN_TOPICS.len() + (crc % (TOPIC_SLOTS as u64 - known)) as usize)
 }
 
+/// An int field: through a machine word when it fits one, as nearly all do.
+pub(crate) fn int(value: &Bound<'_, PyAny>) -> PyResult<i128> {
+    match value.extract::<i64>() {
+        Ok(v) => Ok(i128::from(v)),
+        Err(_) => value.extract::<i128>(),
+    }
+}
+
 /// `models.behaviour._ramp`.
 fn ramp(x: f64, lo: f64, hi: f64) -> f64 {
     if x <= lo {
@@ -145,7 +153,10 @@ impl BehaviourCore {
     /// the account has at least two matching requests of a pattern in the hour (scaled as
     /// stored), so the call must be judged.
     fn count(&self, py: Python<'_>, state: &Bound<'_, PyAny>, call: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let ts: f64 = call.getattr(intern!(py, "ts"))?.extract()?;
+        // The call's own float becomes the state's landmark and last call time, as in
+        // Python: no float object of the state's own (24 bytes an account).
+        let ts_obj = call.getattr(intern!(py, "ts"))?;
+        let ts: f64 = ts_obj.extract()?;
         let landmark: f64 = state.getattr(intern!(py, "landmark"))?.extract()?;
         let counts_obj = state.getattr(intern!(py, "counts"))?;
         let buffer = pyo3::buffer::PyBuffer::<f32>::get(&counts_obj)?;
@@ -155,10 +166,13 @@ impl BehaviourCore {
         let mut c = read_counts(cells.iter().map(std::cell::Cell::get))?;
         let d = ts - landmark;
         let (w0, w1, w2);
+        // Also an account's first call: its landmark is -inf.
         if d > self.renormalise_after {
-            self.renormalise(py, state, &mut c, landmark, ts)?;
+            self.renormalise(py, state, &mut c, landmark, &ts_obj, ts)?;
             (w0, w1, w2) = (1.0, 1.0, 1.0);
         } else if d < -self.renormalise_after {
+            // Hours late: too old to change what the horizons show. Not counted; with a
+            // gate of 0 the call is judged on the account as it stands.
             return Ok(gate(&c, 0.0));
         } else {
             w0 = (d / 600.0).exp();
@@ -167,16 +181,16 @@ impl BehaviourCore {
         }
         c[0] += w1;
         c[14] += w2;
-        let status: i128 = call.getattr(intern!(py, "status"))?.extract()?;
-        let out: i128 = call.getattr(intern!(py, "output_tokens"))?.extract()?;
+        let status: i128 = int(&call.getattr(intern!(py, "status"))?)?;
+        let out: i128 = int(&call.getattr(intern!(py, "output_tokens"))?)?;
         if out != 0 {
             let kilo = out as f64 * 0.001;
             c[13] += kilo * w1;
             c[27] += kilo * w2;
         }
-        let turn: i128 = call.getattr(intern!(py, "turn"))?.extract()?;
+        let turn: i128 = int(&call.getattr(intern!(py, "turn"))?)?;
         let single = turn == 1 && {
-            let tools: i128 = call.getattr(intern!(py, "tool_count"))?.extract()?;
+            let tools: i128 = int(&call.getattr(intern!(py, "tool_count"))?)?;
             tools == 0
         };
         let stop_obj = call.getattr(intern!(py, "stop_reason"))?;
@@ -189,13 +203,14 @@ impl BehaviourCore {
             })
         };
         let heavy = single && status == 200 && {
-            let input: i128 = call.getattr(intern!(py, "input_tokens"))?.extract()?;
+            let input: i128 = int(&call.getattr(intern!(py, "input_tokens"))?)?;
             out > input || stop_is("max_tokens")?
         };
         if call.getattr(intern!(py, "has_prompt"))?.is_truthy()? {
             if call.getattr(intern!(py, "cot_request"))?.is_truthy()? {
                 c[2] += w1;
                 c[16] += w2;
+                // Throttled or failed: the harvesting shape, without the answer.
                 if heavy || (single && status != 200) {
                     c[28] += w0;
                     c[3] += w1;
@@ -211,6 +226,7 @@ impl BehaviourCore {
                 c[22] += w2;
             }
             let simhash_obj = call.getattr(intern!(py, "simhash"))?;
+            // Templates matter where harvesting lives: single-turn, tool-free prompts.
             if !simhash_obj.is_none() && single {
                 let simhash: u64 = simhash_obj.extract()?;
                 self.count_template(py, state, &mut c, simhash, w1, w2)?;
@@ -222,12 +238,14 @@ impl BehaviourCore {
                 let stored = packed >> 64;
                 let (bit, slot) = topic_entry(topic.downcast::<PyString>()?.to_str()?);
                 c[slot] += w2;
+                // Most calls repeat a topic of the bucket: no new int then.
                 let topics = if stored == bucket {
                     ((packed & bit) == 0).then_some(packed | bit)
                 } else if stored < bucket {
                     let previous = if stored == bucket - 1 { packed & 0xFFFF_FFFF } else { 0 };
                     Some((bucket << 64) | (previous << 32) | bit)
                 } else if stored == bucket + 1 {
+                    // Late, from the previous bucket.
                     Some(packed | (bit << 32))
                 } else {
                     None
@@ -255,7 +273,7 @@ impl BehaviourCore {
             c[9] += w1;
             c[23] += w2;
         }
-        let n: i128 = call.getattr(intern!(py, "n"))?.extract()?;
+        let n: i128 = int(&call.getattr(intern!(py, "n"))?)?;
         if n > 1 || call.getattr(intern!(py, "logprobs"))?.is_truthy()? {
             c[29] += w0;
             c[7] += w1;
@@ -286,7 +304,7 @@ impl BehaviourCore {
                 state.setattr(intern!(py, "gap_dev"), gap_dev + GAP_ALPHA * ((gap - mean).abs() - gap_dev))?;
                 state.setattr(intern!(py, "gap_mean"), mean)?;
             }
-            state.setattr(intern!(py, "last_ts"), ts)?;
+            state.setattr(intern!(py, "last_ts"), &ts_obj)?;
         }
         Ok(gate(&c, w1))
     }
@@ -347,10 +365,11 @@ impl BehaviourCore {
         state: &Bound<'_, PyAny>,
         c: &mut [f64; SLOTS],
         landmark: f64,
+        ts_obj: &Bound<'_, PyAny>,
         ts: f64,
     ) -> PyResult<()> {
         if landmark == f64::NEG_INFINITY {
-            state.setattr(intern!(py, "landmark"), ts)?;
+            state.setattr(intern!(py, "landmark"), ts_obj)?;
             return Ok(());
         }
         let d = ts - landmark;
@@ -375,7 +394,7 @@ impl BehaviourCore {
                 cell.set((f64::from(cell.get()) * day) as f32);
             }
         }
-        state.setattr(intern!(py, "landmark"), ts)?;
+        state.setattr(intern!(py, "landmark"), ts_obj)?;
         Ok(())
     }
 

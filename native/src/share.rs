@@ -9,13 +9,15 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
+use crate::behaviour::int;
+
 const SHAPED: usize = 0;
 const CALLS: usize = 1;
 const LAST: usize = 2;
 
 /// `is_extraction_shaped` of `tests/models/linking/reference.py`, in its order.
 fn is_extraction_shaped(py: Python<'_>, call: &Bound<'_, PyAny>) -> PyResult<bool> {
-    let n: i128 = call.getattr(intern!(py, "n"))?.extract()?;
+    let n: i128 = int(&call.getattr(intern!(py, "n"))?)?;
     if n > 1
         || call.getattr(intern!(py, "logprobs"))?.is_truthy()?
         || call.getattr(intern!(py, "sysprompt_probe"))?.is_truthy()?
@@ -29,8 +31,8 @@ fn is_extraction_shaped(py: Python<'_>, call: &Bound<'_, PyAny>) -> PyResult<boo
     if !call.getattr(intern!(py, "cot_request"))?.is_truthy()? {
         return Ok(false);
     }
-    let turn: i128 = call.getattr(intern!(py, "turn"))?.extract()?;
-    let tools: i128 = call.getattr(intern!(py, "tool_count"))?.extract()?;
+    let turn: i128 = int(&call.getattr(intern!(py, "turn"))?)?;
+    let tools: i128 = int(&call.getattr(intern!(py, "tool_count"))?)?;
     if turn != 1 || tools != 0 {
         return Ok(false);
     }
@@ -38,8 +40,8 @@ fn is_extraction_shaped(py: Python<'_>, call: &Bound<'_, PyAny>) -> PyResult<boo
     if !stop.is_none() && stop.downcast::<PyString>()?.to_str()? == "max_tokens" {
         return Ok(true);
     }
-    let output: i128 = call.getattr(intern!(py, "output_tokens"))?.extract()?;
-    let input: i128 = call.getattr(intern!(py, "input_tokens"))?.extract()?;
+    let output: i128 = int(&call.getattr(intern!(py, "output_tokens"))?)?;
+    let input: i128 = int(&call.getattr(intern!(py, "input_tokens"))?)?;
     Ok(output > input)
 }
 

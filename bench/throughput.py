@@ -487,7 +487,8 @@ def format_table(results: list[Result]) -> str:
         rows.append([
             r.name, r.app, "single" if r.batch <= 1 else f"batch {r.batch:,}",
             f"{r.accounts:,}", f"{r.events:,}", str(r.workers), f"{r.events_per_s:,.0f}",
-            f"{r.steady_per_s:,.0f}" if r.steady_per_s else "-", f"{r.cpu_s_per_m:,.0f}", f"{100 * r.cpu_util:.0f}",
+            f"{r.steady_per_s:,.0f}" if r.steady_per_s else "-", f"{r.cpu_s_per_m:,.0f}",
+            f"{100 * r.cpu_util:.0f}",
             _mib(r.peak_rss), f"{r.bytes_per_account:,.0f}", f"{r.idle_bytes_per_account:,.0f}",
             f"{r.ch_rows_per_s:,.0f}",
             f"{r.alerts:,}",

@@ -49,6 +49,7 @@ from distillwatch_native import BehaviourCore
 
 from models.base import AccountDetector, Finding, Signal
 from models.errors import ConfigurationError
+from models.native import RebuiltCore
 from models.records import ApiCall
 
 # The counters of the 1-hour horizon, then the same at the 1-day horizon: counter f of
@@ -217,7 +218,7 @@ def _breadth(entropy: float | None) -> float:
     return 0.0 if entropy is None else _ramp(entropy, *ENTROPY_BROAD_BITS)
 
 
-class BehaviourDetector(AccountDetector[BehaviourState]):
+class BehaviourDetector(RebuiltCore[BehaviourCore], AccountDetector[BehaviourState]):
     """Scores an account's traffic shape and volume against the harvesting patterns.
 
     Pattern scores are `quality * x / (x + m)` where `x` is the decayed count of
@@ -283,14 +284,6 @@ class BehaviourDetector(AccountDetector[BehaviourState]):
 
     def _new_core(self) -> BehaviourCore:
         return BehaviourCore(self._renormalise_after, _NO_TEMPLATES, _ZERO_TEMPLATES)
-
-    def __getstate__(self) -> dict[str, object]:
-        """What pickles: the configuration (the Rust core holds nothing else)."""
-        return {k: v for k, v in self.__dict__.items() if k != "_core"}
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
-        self._core = self._new_core()
 
     def new_state(self) -> BehaviourState:
         return BehaviourState()

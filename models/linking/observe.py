@@ -44,6 +44,7 @@ from models.errors import ConfigurationError
 from models.linking.keys import (
     TEMPLATE_BANDS,
 )
+from models.native import RebuiltCore
 from models.records import ApiCall
 
 
@@ -98,7 +99,7 @@ _GOLDEN = 0x9E37_79B1
 _IDENTITIES_MAX = 16_384
 
 
-class LinkObserver:
+class LinkObserver(RebuiltCore[ObserverCore]):
     """Turns an account's calls into the few `LinkObservation`s the evidence stage needs.
 
     Calls of one account must come in event-time order (the account's partition order);
@@ -153,15 +154,6 @@ class LinkObserver:
         return ObserverCore(self.refresh_s, self._step_q, self.template_calls,
                             self.signup_bucket_s, self.onset_bucket_s, self._blank,
                             LinkObservation, _IDENTITIES_MAX)
-
-    def __getstate__(self) -> dict[str, object]:
-        """What pickles: the configuration and the account arrays (the Rust core holds
-        only a memo, rebuilt on load)."""
-        return {k: v for k, v in self.__dict__.items() if k != "_core"}
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
-        self._core = self._new_core()
 
     def __len__(self) -> int:
         """Accounts with state."""

@@ -27,10 +27,11 @@ from array import array
 from distillwatch_native import ShareCore
 
 from models.errors import ConfigurationError
+from models.native import RebuiltCore
 from models.records import ApiCall
 
 
-class ExtractionShareSuspicion:
+class ExtractionShareSuspicion(RebuiltCore[ShareCore]):
     """Per-account suspicion in [0, 1]: the decayed, smoothed share of extraction-shaped calls.
 
     With `s` shaped calls among `n` (both decayed with half-life `half_life_s` seconds of
@@ -66,14 +67,6 @@ class ExtractionShareSuspicion:
 
     def _new_core(self) -> ShareCore:
         return ShareCore(self._decay_per_s, self.prior, self.prior_weight, array("d", bytes(24)))
-
-    def __getstate__(self) -> dict[str, object]:
-        """What pickles: the configuration and the account arrays (not the Rust core)."""
-        return {k: v for k, v in self.__dict__.items() if k != "_core"}
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
-        self._core = self._new_core()
 
     def __len__(self) -> int:
         return len(self._accounts)

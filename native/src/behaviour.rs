@@ -13,7 +13,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
-use crate::py_floordiv;
+use crate::{bucket, int};
 
 // The layout of `BehaviourState.counts` (models/behaviour.py): 14 counters at the 1-hour
 // horizon, the same at the 1-day horizon, 3 at 10 minutes, 16 topic slots at the day.
@@ -46,14 +46,6 @@ fn topic_entry(topic: &str) -> (i128, usize) {
     (bit, T0 + KNOWN_TOPICS.len() + (crc % (TOPIC_SLOTS as u64 - known)) as usize)
 }
 
-/// An int field: through a machine word when it fits one, as nearly all do.
-pub(crate) fn int(value: &Bound<'_, PyAny>) -> PyResult<i128> {
-    match value.extract::<i64>() {
-        Ok(v) => Ok(i128::from(v)),
-        Err(_) => value.extract::<i128>(),
-    }
-}
-
 /// `models.behaviour._ramp`.
 fn ramp(x: f64, lo: f64, hi: f64) -> f64 {
     if x <= lo {
@@ -74,18 +66,9 @@ fn py_max(a: f64, b: f64) -> f64 {
     }
 }
 
-/// `int(ts // 1800)`, the topic bucket of an event time.
-fn topic_bucket(ts: f64) -> PyResult<i128> {
-    let q = py_floordiv(ts, TOPIC_BUCKET_S);
-    if !q.is_finite() || q.abs() >= 1.7e38 {
-        return Err(pyo3::exceptions::PyOverflowError::new_err("event time out of range"));
-    }
-    Ok(q as i128)
-}
-
 /// `models.behaviour.topic_coverage` of a state's packed topics.
 fn topic_coverage(packed: i128, ts: f64) -> PyResult<u32> {
-    let bucket = topic_bucket(ts)?;
+    let bucket = bucket(ts, TOPIC_BUCKET_S)?;
     let stored = packed >> 64;
     Ok(if stored == bucket {
         ((packed & 0xFFFF_FFFF) | ((packed >> 32) & 0xFFFF_FFFF)).count_ones()
@@ -233,7 +216,7 @@ impl BehaviourCore {
             }
             let topic = call.getattr(intern!(py, "topic"))?;
             if !topic.is_none() {
-                let bucket = topic_bucket(ts)?;
+                let bucket = bucket(ts, TOPIC_BUCKET_S)?;
                 let packed: i128 = state.getattr(intern!(py, "topics"))?.extract()?;
                 let stored = packed >> 64;
                 let (bit, slot) = topic_entry(topic.downcast::<PyString>()?.to_str()?);

@@ -14,7 +14,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString};
 
-use crate::py_floordiv;
+use crate::bucket;
 
 /// One account's minute: what analysts query in `account_minute`.
 struct Row {
@@ -80,12 +80,11 @@ fn add_template(templates: &mut Vec<u64>, simhash: u64) {
 
 /// `int(ts // 60) * 60`: the start of the call's minute, in seconds since the epoch.
 fn minute_of(ts: f64) -> PyResult<i64> {
-    let q = py_floordiv(ts, 60.0);
-    // Past this a minute's start is no DateTime ClickHouse (or a 64-bit int) holds.
-    if !q.is_finite() || q.abs() >= 1.5e17 {
-        return Err(PyOverflowError::new_err(format!("event time {ts} is out of range")));
-    }
-    Ok(q as i64 * 60)
+    // Past a 64-bit int a minute's start is no DateTime ClickHouse holds either.
+    i64::try_from(bucket(ts, 60.0)?)
+        .ok()
+        .and_then(|minute| minute.checked_mul(60))
+        .ok_or_else(|| PyOverflowError::new_err(format!("event time {ts} is out of range")))
 }
 
 /// The per-minute rows of each account, in the order their first call came.

@@ -9,7 +9,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
-use crate::behaviour::int;
+use crate::int;
 
 const SHAPED: usize = 0;
 const CALLS: usize = 1;

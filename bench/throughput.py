@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -214,6 +215,9 @@ class Profiler:
                 self.process.kill()
 
 
+# `--trace`: print the workers' progress once a second while they drain.
+TRACE = False
+
 # Health counters summed over the workers as they are.
 _COUNTERS = ("records_in", "events_detected", "accounts_tracked", "alerts", "accounts_evicted",
              "state_written", "accounts_packed", "accounts_unpacked", "records_by_python_edge")
@@ -243,6 +247,7 @@ def _wait_for(workers: list[Worker], target: int, result: Result | None = None,
     first: float | None = None
     marks: dict[str, float] = {}
     last_progress, last_count = time.monotonic(), -1
+    traced = -math.inf
     while True:
         now = time.monotonic()
         h = _health_total(workers)
@@ -254,6 +259,10 @@ def _wait_for(workers: list[Worker], target: int, result: Result | None = None,
             if on_first:
                 on_first()
         n = h["events_detected"]
+        if TRACE and first is not None and now - traced >= 1.0:
+            traced = now
+            print(f"    {now - first:6.1f}s  records in {h['records_in']:>9,}  detected "
+                  f"{n:>9,}  ClickHouse pending {h['clickhouse_pending']:>7,}", flush=True)
         deciles = result.rss_by_decile if result is not None else []
         while result is not None and len(deciles) < 10 and n >= (len(deciles) + 1) * target / 10:
             deciles.append(sum(memory(w.pid)[0] for w in workers))
@@ -615,9 +624,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--py-spy-native", action="store_true")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--keep", action="store_true", help="keep state dirs and worker logs")
+    parser.add_argument("--trace", action="store_true",
+                        help="print records read and events detected once a second")
     parser.add_argument("--workdir", default=None, help="where state dirs go (default: tmp)")
     args = parser.parse_args(argv)
     args.bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    global TRACE
+    TRACE = args.trace
     events = args.events or (30_000 if args.quick else 100_000)
     latency_s = args.latency_s if args.latency_s is not None else (6.0 if args.quick else 15.0)
     scale = [int(a) for a in (args.accounts or ("1,10000" if args.quick else

@@ -4,11 +4,20 @@
 (`self._core`) built from their configuration. A core holds nothing that is not rebuilt
 from it (at most a memo), and it does not pickle: pickling leaves it out and loading
 builds it again.
+
+The cores read a call's fields by their slots (`native/src/fields.rs`) once they know the
+layout of `ApiCall`, registered here: any model with a core imports this module.
 """
 
 from __future__ import annotations
 
 from typing import Generic, TypeVar
+
+from distillwatch_native import register_call_type
+
+from models.records import ApiCall
+
+register_call_type(ApiCall)
 
 Core = TypeVar("Core")
 

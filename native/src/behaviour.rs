@@ -13,6 +13,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
+use crate::fields::{f, field};
 use crate::{bucket, int};
 
 // The layout of `BehaviourState.counts` (models/behaviour.py): 14 counters at the 1-hour
@@ -138,7 +139,7 @@ impl BehaviourCore {
     fn count(&self, py: Python<'_>, state: &Bound<'_, PyAny>, call: &Bound<'_, PyAny>) -> PyResult<bool> {
         // The call's own float becomes the state's landmark and last call time, as in
         // Python: no float object of the state's own (24 bytes an account).
-        let ts_obj = call.getattr(intern!(py, "ts"))?;
+        let ts_obj = field(call, f::TS)?;
         let ts: f64 = ts_obj.extract()?;
         let landmark: f64 = state.getattr(intern!(py, "landmark"))?.extract()?;
         let counts_obj = state.getattr(intern!(py, "counts"))?;
@@ -164,19 +165,19 @@ impl BehaviourCore {
         }
         c[0] += w1;
         c[14] += w2;
-        let status: i128 = int(&call.getattr(intern!(py, "status"))?)?;
-        let out: i128 = int(&call.getattr(intern!(py, "output_tokens"))?)?;
+        let status: i128 = int(&field(call, f::STATUS)?)?;
+        let out: i128 = int(&field(call, f::OUTPUT_TOKENS)?)?;
         if out != 0 {
             let kilo = out as f64 * 0.001;
             c[13] += kilo * w1;
             c[27] += kilo * w2;
         }
-        let turn: i128 = int(&call.getattr(intern!(py, "turn"))?)?;
+        let turn: i128 = int(&field(call, f::TURN)?)?;
         let single = turn == 1 && {
-            let tools: i128 = int(&call.getattr(intern!(py, "tool_count"))?)?;
+            let tools: i128 = int(&field(call, f::TOOL_COUNT)?)?;
             tools == 0
         };
-        let stop_obj = call.getattr(intern!(py, "stop_reason"))?;
+        let stop_obj = field(call, f::STOP_REASON)?;
         let stop: Option<Bound<'_, PyString>> =
             if stop_obj.is_none() { None } else { Some(stop_obj.downcast_into::<PyString>()?) };
         let stop_is = |text: &str| -> PyResult<bool> {
@@ -186,11 +187,11 @@ impl BehaviourCore {
             })
         };
         let heavy = single && status == 200 && {
-            let input: i128 = int(&call.getattr(intern!(py, "input_tokens"))?)?;
+            let input: i128 = int(&field(call, f::INPUT_TOKENS)?)?;
             out > input || stop_is("max_tokens")?
         };
-        if call.getattr(intern!(py, "has_prompt"))?.is_truthy()? {
-            if call.getattr(intern!(py, "cot_request"))?.is_truthy()? {
+        if field(call, f::HAS_PROMPT)?.is_truthy()? {
+            if field(call, f::COT_REQUEST)?.is_truthy()? {
                 c[2] += w1;
                 c[16] += w2;
                 // Throttled or failed: the harvesting shape, without the answer.
@@ -200,21 +201,21 @@ impl BehaviourCore {
                     c[17] += w2;
                 }
             }
-            let jailbreak: Option<f64> = call.getattr(intern!(py, "jailbreak_score"))?.extract()?;
-            if call.getattr(intern!(py, "sysprompt_probe"))?.is_truthy()?
+            let jailbreak: Option<f64> = field(call, f::JAILBREAK_SCORE)?.extract()?;
+            if field(call, f::SYSPROMPT_PROBE)?.is_truthy()?
                 || jailbreak.is_some_and(|score| score >= 0.5)
             {
                 c[30] += w0;
                 c[8] += w1;
                 c[22] += w2;
             }
-            let simhash_obj = call.getattr(intern!(py, "simhash"))?;
+            let simhash_obj = field(call, f::SIMHASH)?;
             // Templates matter where harvesting lives: single-turn, tool-free prompts.
             if !simhash_obj.is_none() && single {
                 let simhash: u64 = simhash_obj.extract()?;
                 self.count_template(py, state, &mut c, simhash, w1, w2)?;
             }
-            let topic = call.getattr(intern!(py, "topic"))?;
+            let topic = field(call, f::TOPIC)?;
             if !topic.is_none() {
                 let bucket = bucket(ts, TOPIC_BUCKET_S)?;
                 let packed: i128 = state.getattr(intern!(py, "topics"))?.extract()?;
@@ -256,8 +257,8 @@ impl BehaviourCore {
             c[9] += w1;
             c[23] += w2;
         }
-        let n: i128 = int(&call.getattr(intern!(py, "n"))?)?;
-        if n > 1 || call.getattr(intern!(py, "logprobs"))?.is_truthy()? {
+        let n: i128 = int(&field(call, f::N)?)?;
+        if n > 1 || field(call, f::LOGPROBS)?.is_truthy()? {
             c[29] += w0;
             c[7] += w1;
             c[21] += w2;

@@ -23,7 +23,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 use std::sync::Arc;
 
+use fields::{f, field};
+
 mod behaviour;
+mod fields;
 mod minutes;
 mod share;
 
@@ -1426,7 +1429,7 @@ impl ObserverCore {
         suspicion: f64,
     ) -> PyResult<Bound<'py, PyList>> {
         use pyo3::intern;
-        let ts_obj = call.getattr(intern!(py, "ts"))?;
+        let ts_obj = field(call, f::TS)?;
         let ts: f64 = ts_obj.extract()?;
         if !ts.is_finite() {
             return Err(pyo3::exceptions::PyValueError::new_err("event time is not finite"));
@@ -1446,7 +1449,7 @@ impl ObserverCore {
                 ))
             }
         };
-        let account_id = call.getattr(intern!(py, "account_id"))?;
+        let account_id = field(call, f::ACCOUNT_ID)?;
         let state_obj = match accounts.get_item(&account_id)? {
             Some(state) => state,
             None => {
@@ -1486,12 +1489,12 @@ impl ObserverCore {
         let mut found: Vec<(&'static str, String)> = Vec::new();
 
         let fields = [
-            call.getattr(intern!(py, "payment_fingerprint"))?,
-            call.getattr(intern!(py, "tls_fingerprint"))?,
-            call.getattr(intern!(py, "ip"))?,
-            call.getattr(intern!(py, "asn"))?,
-            call.getattr(intern!(py, "user_agent"))?,
-            call.getattr(intern!(py, "created_at"))?,
+            field(call, f::PAYMENT_FINGERPRINT)?,
+            field(call, f::TLS_FINGERPRINT)?,
+            field(call, f::IP)?,
+            field(call, f::ASN)?,
+            field(call, f::USER_AGENT)?,
+            field(call, f::CREATED_AT)?,
         ];
         let key = identity_key(&fields);
         let memoised = key.as_ref().and_then(|k| self.identities.get(k)).copied();
@@ -1520,7 +1523,7 @@ impl ObserverCore {
             self.new_identity_keys(state, &fields, &mut found)?;
         }
 
-        let simhash_obj = call.getattr(intern!(py, "simhash"))?;
+        let simhash_obj = field(call, f::SIMHASH)?;
         if !simhash_obj.is_none() {
             let simhash: u64 = simhash_obj.extract()?;
             let band = |b: usize| (simhash >> (16 * b)) & 0xFFFF;
@@ -1565,7 +1568,7 @@ impl ObserverCore {
         if found.is_empty() {
             return Ok(out);
         }
-        let tenant_id = call.getattr(intern!(py, "tenant_id"))?;
+        let tenant_id = field(call, f::TENANT_ID)?;
         let reported = quantised as f64 / 1000.0;
         let first_seen = f64::from(state[FIRST_SEEN].get());
         drop(buffer);
@@ -1645,5 +1648,6 @@ fn distillwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<EdgeCall>()?;
     m.add_class::<EdgeDecoder>()?;
     m.add_function(wrap_pyfunction!(encode_calls, m)?)?;
+    m.add_function(wrap_pyfunction!(fields::register_call_type, m)?)?;
     Ok(())
 }

@@ -10,11 +10,11 @@ use std::hash::{BuildHasher, RandomState};
 
 use hashbrown::HashTable;
 use pyo3::exceptions::PyOverflowError;
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString};
 
 use crate::bucket;
+use crate::fields::{f, field};
 
 /// One account's minute: what analysts query in `account_minute`.
 struct Row {
@@ -151,9 +151,9 @@ impl MinuteCounts {
                 Some(score) => score?.extract()?,
                 None => break,
             };
-            let minute = minute_of(call.getattr(intern!(py, "ts"))?.extract()?)?;
-            let tenant = call.getattr(intern!(py, "tenant_id"))?.downcast_into::<PyString>()?;
-            let account = call.getattr(intern!(py, "account_id"))?.downcast_into::<PyString>()?;
+            let minute = minute_of(field(&call, f::TS)?.extract()?)?;
+            let tenant = field(&call, f::TENANT_ID)?.downcast_into::<PyString>()?;
+            let account = field(&call, f::ACCOUNT_ID)?.downcast_into::<PyString>()?;
             let (tenant_text, account_text) = (tenant.to_str()?, account.to_str()?);
             let hash = self.key_hash(minute, tenant_text, account_text);
             let at = match self.find(py, hash, minute, tenant_text, account_text) {
@@ -162,15 +162,15 @@ impl MinuteCounts {
                     hash, minute, tenant.clone().unbind(), account.clone().unbind(),
                 )),
             };
-            let input_tokens: u64 = call.getattr(intern!(py, "input_tokens"))?.extract()?;
-            let output_tokens: u64 = call.getattr(intern!(py, "output_tokens"))?.extract()?;
-            let cot = call.getattr(intern!(py, "cot_request"))?.is_truthy()?;
-            let logprobs = call.getattr(intern!(py, "logprobs"))?.is_truthy()?;
-            let status: i64 = call.getattr(intern!(py, "status"))?.extract()?;
-            let stop = call.getattr(intern!(py, "stop_reason"))?;
+            let input_tokens: u64 = field(&call, f::INPUT_TOKENS)?.extract()?;
+            let output_tokens: u64 = field(&call, f::OUTPUT_TOKENS)?.extract()?;
+            let cot = field(&call, f::COT_REQUEST)?.is_truthy()?;
+            let logprobs = field(&call, f::LOGPROBS)?.is_truthy()?;
+            let status: i64 = field(&call, f::STATUS)?.extract()?;
+            let stop = field(&call, f::STOP_REASON)?;
             let refusal = !stop.is_none() && stop.downcast::<PyString>()?.to_str()? == "refusal";
-            let jailbreak: Option<f64> = call.getattr(intern!(py, "jailbreak_score"))?.extract()?;
-            let simhash: Option<u64> = call.getattr(intern!(py, "simhash"))?.extract()?;
+            let jailbreak: Option<f64> = field(&call, f::JAILBREAK_SCORE)?.extract()?;
+            let simhash: Option<u64> = field(&call, f::SIMHASH)?.extract()?;
             let row = &mut self.rows[at];
             row.requests += 1;
             row.input_tokens += u128::from(input_tokens);

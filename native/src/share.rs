@@ -9,6 +9,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
+use crate::fields::{f, field};
 use crate::int;
 
 const SHAPED: usize = 0;
@@ -16,32 +17,32 @@ const CALLS: usize = 1;
 const LAST: usize = 2;
 
 /// `is_extraction_shaped` of `tests/models/linking/reference.py`, in its order.
-fn is_extraction_shaped(py: Python<'_>, call: &Bound<'_, PyAny>) -> PyResult<bool> {
-    let n: i128 = int(&call.getattr(intern!(py, "n"))?)?;
+fn is_extraction_shaped(call: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let n: i128 = int(&field(call, f::N)?)?;
     if n > 1
-        || call.getattr(intern!(py, "logprobs"))?.is_truthy()?
-        || call.getattr(intern!(py, "sysprompt_probe"))?.is_truthy()?
+        || field(call, f::LOGPROBS)?.is_truthy()?
+        || field(call, f::SYSPROMPT_PROBE)?.is_truthy()?
     {
         return Ok(true);
     }
-    let jailbreak: Option<f64> = call.getattr(intern!(py, "jailbreak_score"))?.extract()?;
+    let jailbreak: Option<f64> = field(call, f::JAILBREAK_SCORE)?.extract()?;
     if jailbreak.is_some_and(|score| score >= 0.7) {
         return Ok(true);
     }
-    if !call.getattr(intern!(py, "cot_request"))?.is_truthy()? {
+    if !field(call, f::COT_REQUEST)?.is_truthy()? {
         return Ok(false);
     }
-    let turn: i128 = int(&call.getattr(intern!(py, "turn"))?)?;
-    let tools: i128 = int(&call.getattr(intern!(py, "tool_count"))?)?;
+    let turn: i128 = int(&field(call, f::TURN)?)?;
+    let tools: i128 = int(&field(call, f::TOOL_COUNT)?)?;
     if turn != 1 || tools != 0 {
         return Ok(false);
     }
-    let stop = call.getattr(intern!(py, "stop_reason"))?;
+    let stop = field(call, f::STOP_REASON)?;
     if !stop.is_none() && stop.downcast::<PyString>()?.to_str()? == "max_tokens" {
         return Ok(true);
     }
-    let output: i128 = int(&call.getattr(intern!(py, "output_tokens"))?)?;
-    let input: i128 = int(&call.getattr(intern!(py, "input_tokens"))?)?;
+    let output: i128 = int(&field(call, f::OUTPUT_TOKENS)?)?;
+    let input: i128 = int(&field(call, f::INPUT_TOKENS)?)?;
     Ok(output > input)
 }
 
@@ -65,8 +66,8 @@ impl ShareCore {
     /// Count `call` into its account's array in `accounts` (keyed by account id) and
     /// return the account's suspicion after it.
     fn update(&self, py: Python<'_>, accounts: &Bound<'_, PyDict>, call: &Bound<'_, PyAny>) -> PyResult<f64> {
-        let ts: f64 = call.getattr(intern!(py, "ts"))?.extract()?;
-        let account_id = call.getattr(intern!(py, "account_id"))?;
+        let ts: f64 = field(call, f::TS)?.extract()?;
+        let account_id = field(call, f::ACCOUNT_ID)?;
         let (state_obj, fresh) = match accounts.get_item(&account_id)? {
             Some(state) => (state, false),
             None => {
@@ -96,7 +97,7 @@ impl ShareCore {
                 state[LAST].set(ts);
             }
         }
-        if is_extraction_shaped(py, call)? {
+        if is_extraction_shaped(call)? {
             shaped += 1.0;
         }
         calls += 1.0;

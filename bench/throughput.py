@@ -215,7 +215,7 @@ class Profiler:
                 self.process.kill()
 
 
-# `--trace`: print the workers' progress once a second while they drain.
+# `--trace`: print the workers' progress four times a second while they drain.
 TRACE = False
 
 # Health counters summed over the workers as they are.
@@ -224,7 +224,8 @@ _COUNTERS = ("records_in", "events_detected", "accounts_tracked", "alerts", "acc
 
 
 def _health_total(workers: list[Worker]) -> dict[str, Any] | None:
-    total: dict[str, Any] = dict.fromkeys((*_COUNTERS, "clickhouse_pending", "ch_rows"), 0)
+    total: dict[str, Any] = dict.fromkeys(
+        (*_COUNTERS, "clickhouse_pending", "ch_rows", "partitions_held"), 0)
     for w in workers:
         h = w.health()
         if h is None:
@@ -235,6 +236,7 @@ def _health_total(workers: list[Worker]) -> dict[str, Any] | None:
             total[name] += h.get(name, 0)
         total["clickhouse_pending"] += h.get("clickhouse_pending") or 0
         total["ch_rows"] += sum((h.get("clickhouse_rows_written") or {}).values())
+        total["partitions_held"] += len(h.get("partitions") or ())
     return total
 
 
@@ -259,10 +261,11 @@ def _wait_for(workers: list[Worker], target: int, result: Result | None = None,
             if on_first:
                 on_first()
         n = h["events_detected"]
-        if TRACE and first is not None and now - traced >= 1.0:
+        if TRACE and first is not None and now - traced >= 0.25:
             traced = now
             print(f"    {now - first:6.1f}s  records in {h['records_in']:>9,}  detected "
-                  f"{n:>9,}  ClickHouse pending {h['clickhouse_pending']:>7,}", flush=True)
+                  f"{n:>9,}  ClickHouse pending {h['clickhouse_pending']:>7,}  by-account "
+                  f"partitions held {h['partitions_held']}", flush=True)
         deciles = result.rss_by_decile if result is not None else []
         while result is not None and len(deciles) < 10 and n >= (len(deciles) + 1) * target / 10:
             deciles.append(sum(memory(w.pid)[0] for w in workers))
@@ -625,7 +628,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--keep", action="store_true", help="keep state dirs and worker logs")
     parser.add_argument("--trace", action="store_true",
-                        help="print records read and events detected once a second")
+                        help="print records read and events detected four times a second")
     parser.add_argument("--workdir", default=None, help="where state dirs go (default: tmp)")
     args = parser.parse_args(argv)
     args.bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")

@@ -75,3 +75,7 @@ class BehaviourCore:
         """Count the call into the state; True when the call must be judged."""
     def suspicion(self, state: Any, ts: float) -> float:
         """The account's suspicion at event time `ts`, in [0, 1]."""
+
+def register_call_type(call_type: type) -> None:
+    """Read the slot offsets of `models.records.ApiCall` once: the cores then read a call's
+    fields by its slots (`native/src/fields.rs`), and any other object's by `getattr`."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from streams.errors import ConfigError, ServerUnavailable
 from streams.settings import Settings
@@ -99,22 +99,6 @@ def faust_credentials(settings: Settings) -> Any:
     if context is not None:
         return faust.SSLCredentials(context)
     return None
-
-
-def aiokafka_options(settings: Settings) -> dict[str, Any]:
-    """Connection and security options of an aiokafka client (the worker's raw consumer)."""
-    options: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap_servers,
-        "security_protocol": settings.kafka_security_protocol,
-        "ssl_context": _ssl_context(settings),
-    }
-    if settings.kafka_security_protocol.startswith("SASL"):
-        options.update(
-            sasl_mechanism=settings.kafka_sasl_mechanism,
-            sasl_plain_username=settings.kafka_sasl_username or "",
-            sasl_plain_password=_sasl_password(settings),
-        )
-    return options
 
 
 def admin_client(settings: Settings) -> AdminClient:

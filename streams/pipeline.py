@@ -19,7 +19,6 @@ progress (ticks) there, so quiet campaigns resolve.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -34,8 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import IllegalStateError, KafkaError
 from clickhouse_connect.driver.client import Client
 from faust.exceptions import ConsumerNotStarted
 
@@ -52,6 +49,7 @@ from streams import memory
 from streams.clickhouse import connect, migrate, query_rows
 from streams.deadletter import dead_letter
 from streams.edge import EdgeCall, EdgeReader, encode_edge_calls, group_by_destination
+from streams.input import InputConsumer, InputRun, record_of
 from streams.internal import (
     decode_by_account,
     decode_edges_or_tick,
@@ -64,7 +62,7 @@ from streams.internal import (
     group_by_partition,
     partition_for,
 )
-from streams.kafka import aiokafka_options, faust_credentials
+from streams.kafka import faust_credentials
 from streams.ordering import EventTimeMerger, OrderedRecords
 from streams.settings import Settings, redact_url
 from streams.sinks import ClickHouseSink
@@ -101,8 +99,13 @@ FIRST_TAKE_RECORDS = 16
 INTERNAL_MAX_ITEMS = 1_000
 STREAM_BUFFER_RECORDS = 64  # internal records Faust buffers per stream
 # Calls the edge may hold for a lagging input partition before it reads only the partitions
-# furthest behind (see `_ingest`).
-HOLD_CALLS = 50_000
+# furthest behind (see `_ingest`). librdkafka hands over a backlog a partition at a time, in
+# runs of tens of thousands of single-event records, and reading only some partitions means
+# pausing the others, which drops what it had fetched of them: at 50,000 nearly every take
+# of a backlog paused partitions, and the worker read single events at 21,107 events/s
+# against 31,725 at this bound (bench/PROFILE.md, "Thirteenth pass"). The input order's
+# `max_buffered` (200,000) still bounds what is held.
+HOLD_CALLS = 150_000
 INGEST_IDLE_S = 0.1
 INGEST_IN_FLIGHT = 4  # fetched batches whose sends may await acknowledgement at once
 TAKE_WITHIN_S = 0.05  # ... or whatever arrived within this many seconds (wall clock)
@@ -171,63 +174,11 @@ class IngestBudget:
         # backlog of batches, hundreds of megabytes (and a heap the worker keeps).
         self.records = min(max_records, FIRST_TAKE_RECORDS)
 
-    def took(self, records: Sequence[Any]) -> None:
-        """Learn from the records just taken (objects with a `value` of bytes or None)."""
-        if records:
-            size = sum(len(r.value or b"") for r in records) / len(records)
-            self.records = max(1, min(self.max_records, int(self.take_bytes // max(size, 1))))
-
-
-class _HandOver(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Input partitions about to move (aiokafka revokes every partition held at each
-    rebalance, and assigns again those that stay): the calls of theirs waiting to
-    be ordered are dropped, and the offsets of every batch sent are committed first, so
-    that their new owner reads from there (sent twice, calls are counted twice). Until
-    the new assignment, the ingest loop takes nothing (`Pipeline.input_partitions`):
-    aiokafka still reports the old assignment then, and a fetch made before the revoke
-    would otherwise be sent here and read again by the new owner."""
-
-    def __init__(self, pipeline: Pipeline, consumer: AIOKafkaConsumer,
-                 in_flight: deque[tuple[asyncio.Future[Any], dict[Any, int]]]) -> None:
-        self.pipeline, self.consumer, self.in_flight = pipeline, consumer, in_flight
-
-    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        async with self.pipeline._ingest_lock:  # the batch under way is sent first
-            self.pipeline._input_assignment = None
-            self.pipeline._input_moves += 1
-            await self._hand_over(revoked)
-
-    async def _hand_over(self, revoked: Iterable[TopicPartition]) -> None:
-        pipeline, in_flight = self.pipeline, self.in_flight
-        revoked = list(revoked)
-        gone = {tp.partition for tp in revoked}
-        # Where each partition's new owner is to start: the first record with a call
-        # dropped here, past every call sent (those of records partly sent included).
-        resume = pipeline.input_order.forget(gone)
-        for tp in revoked:
-            pipeline._taken.pop((tp.topic, tp.partition), None)
-        commit: dict[Any, int] = {}
-        while in_flight:
-            future, offsets = in_flight[0]
-            await asyncio.wait([future])
-            if future.exception() is not None:
-                resume = {}  # not every call let go was sent: commit only what was
-                break  # the ingest loop stops the worker on it
-            in_flight.popleft()
-            commit.update(offsets)
-        topic = pipeline.settings.topic_api_calls
-        for partition, offset in resume.items():
-            tp = TopicPartition(topic, partition)
-            commit[tp] = max(commit.get(tp, offset), offset)
-        if commit:
-            try:
-                await self.consumer.commit(commit)
-            except KafkaError as exc:
-                log.warning("input offsets not committed before a rebalance (%s); records "
-                            "may be read twice", exc)
-
-    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        self.pipeline._input_assignment = frozenset(assigned)
+    def took(self, count: int, size: int) -> None:
+        """Learn from the `count` records just taken, `size` bytes of values in all."""
+        if count:
+            mean = size / count
+            self.records = max(1, min(self.max_records, int(self.take_bytes // max(mean, 1))))
 
 
 def _fetch_size_per_partition(partitions: int) -> int:
@@ -238,36 +189,6 @@ def _fetch_size_per_partition(partitions: int) -> int:
     it all, the last would fall hours of event time behind in a backlog, and detect would
     hold the others' calls for them (bench/PROFILE.md, "Eighth pass")."""
     return min(16 * 1024 * 1024, (48 * 1024 * 1024) // (3 * partitions + 1))
-
-
-def _read_again(consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[Any]]) -> None:
-    """Move the consumer back to the first of the fetched records of each partition it
-    holds, so that it reads them again. A partition assigned anew since is read from its
-    committed offset anyway, and one no longer held is its new owner's."""
-    held = consumer.assignment()
-    for tp, records in batches.items():
-        if records and tp in held:
-            with contextlib.suppress(IllegalStateError):  # let go meanwhile
-                consumer.seek(tp, records[0].offset)
-
-
-async def _input_lagging(consumer: AIOKafkaConsumer, assigned: Iterable[Any]) -> list[int]:
-    """Input partitions whose records the consumer has not all returned yet, or not known
-    yet. A partition whose end is known has been fetched, so its position is known too (no
-    wait)."""
-    lagging = []
-    for tp in assigned:
-        end = consumer.highwater(tp)
-        if end is None:  # not fetched yet: it may well have records
-            lagging.append(tp.partition)
-            continue
-        try:
-            position = await consumer.position(tp)
-        except IllegalStateError:  # revoked meanwhile
-            continue
-        if _lags(end, position):
-            lagging.append(tp.partition)
-    return lagging
 
 
 def _lags(end: int | None, position: int | None) -> bool:
@@ -324,11 +245,15 @@ class Pipeline:
         # alert (a replay waits for its lagging partitions all the same).
         self.input_order = OrderedRecords(EventTimeMerger(idle_s=INGEST_IDLE_S))
         self.edge = EdgeReader(settings.topic_partitions)
-        self._ingest_lock = asyncio.Lock()  # a batch of input, or a hand-over (`_HandOver`)
+        self._ingest_lock = asyncio.Lock()  # a batch of input, or a hand-over (`_hand_over`)
         # Input partitions held since the last rebalance (None: one under way), and how
         # many times input partitions were revoked (a fetch from before one is not taken).
-        self._input_assignment: frozenset[TopicPartition] | None = None
+        self._input_assignment: frozenset[int] | None = None
         self._input_moves = 0
+        self.input: InputConsumer | None = None
+        # Input batches whose sends await the broker's acknowledgement, oldest first, with
+        # the input offsets (partition -> next offset) committed once they are.
+        self._in_flight: deque[tuple[asyncio.Future[Any], dict[int, int]]] = deque()
         self._drain_lock = asyncio.Lock()
         self._next_tick = -math.inf
         self._next_observer_expiry = -math.inf
@@ -440,141 +365,155 @@ class Pipeline:
         in event-time order, one internal record per destination partition for each set
         of calls the input order lets go.
 
-        Input is read by a plain aiokafka consumer (group `<app id>-ingest`) in batches of
-        up to INGEST_MAX_RECORDS records rather than through a Faust agent: Faust handles
+        Input is read by librdkafka (`streams.input.InputConsumer`, group
+        `<app id>-ingest`) on a thread of its own, in takes of up to
+        INGEST_MAX_RECORDS records, rather than through a Faust agent: Faust handles
         every record as an event of its own, which cost more than validating, re-keying
-        and detecting it together (bench/PROFILE.md). The calls of the input partitions
-        are merged in event time before they are re-keyed (`OrderedRecords`), so that each
-        by-account partition is written in event-time order however unevenly the input
-        partitions are read (a replay of a backlog); when calls pile up waiting for a
-        partition, that partition is read first. Input offsets are committed once
-        every call of the records before them is sent and acknowledged: a worker that dies
-        mid-batch leaves them to be read again, never lost.
+        and detecting it together, and aiokafka parsed each record in Python on this
+        thread (bench/PROFILE.md). The calls of the input partitions are merged in
+        event time before they are re-keyed (`OrderedRecords`), so that each by-account
+        partition is written in event-time order however unevenly the input partitions
+        are read (a replay of a backlog); when calls pile up waiting for a partition,
+        that partition is read first. Input offsets are committed once every call of
+        the records before them is sent and acknowledged: a worker that dies mid-batch
+        leaves them to be read again, never lost.
         """
         s = self.settings
-        consumer = AIOKafkaConsumer(
-            **aiokafka_options(s),
-            group_id=f"{s.app_id}-ingest",
-            client_id=f"{s.app_id}-ingest",
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            fetch_max_bytes=INGEST_FETCH_BYTES,
-            max_partition_fetch_bytes=INGEST_FETCH_BYTES // 4,
-            fetch_max_wait_ms=50,
-        )
         # Batches whose sends are in flight, oldest first: the next batch is validated
         # while the broker acknowledges the previous ones, and offsets are committed in
         # order as their batches complete.
-        in_flight: deque[tuple[asyncio.Future[Any], dict[Any, int]]] = deque()
-        consumer.subscribe([s.topic_api_calls],
-                           listener=_HandOver(self, consumer, in_flight))
+        in_flight = self._in_flight
+        consumer = self.input = InputConsumer(
+            s, f"{s.app_id}-ingest", self.edge, self._hand_over, self._input_assigned,
+            INGEST_FETCH_BYTES)
         await consumer.start()
         budget = IngestBudget(INGEST_TAKE_BYTES, INGEST_MAX_RECORDS)
         order = self.input_order
+        wanted: list[int] = []  # none: every partition
+        commit: dict[int, int] = {}
         try:
-            wanted: list[TopicPartition] = []  # none: every partition
             while True:
                 moves = self._input_moves
-                try:
-                    # Calls waiting for a quiet partition go once it has been quiet for
-                    # INGEST_IDLE_S: look again by then, whether input comes or not.
-                    batches = await consumer.getmany(*wanted, timeout_ms=50 if len(order)
-                                                     else 200, max_records=budget.records)
-                except IllegalStateError:  # a wanted partition was revoked meanwhile
-                    wanted = []
-                    continue
-                # Under the lock the rebalance listener takes: partitions cannot move
-                # between the look at the assignment and the sends of this batch.
+                # Calls waiting for a quiet partition go once it has been quiet for
+                # INGEST_IDLE_S: look again by then, whether input comes or not.
+                runs = await consumer.take(budget.records, 0.05 if len(order) else 0.2,
+                                           wanted, commit)
+                commit = {}
+                # Under the lock the hand-over takes: partitions cannot move between the
+                # look at the assignment and the sends of this batch.
                 async with self._ingest_lock:
                     assigned = self._input_assignment
                     if assigned is None or self._input_moves != moves:
-                        # A rebalance since the fetch began, or under way: what was
-                        # fetched is not taken (the hand-over committed what was sent).
-                        # Its partitions are read again from there, or from where this
-                        # fetch began if they are held as they were.
-                        _read_again(consumer, batches)
+                        # A rebalance since the take began, or under way: the consumer
+                        # took nothing then (it reads those records again).
                         wanted = []
                         continue
                     now = time.monotonic()
-                    # (what waited of partitions revoked since, `_HandOver` has dropped)
-                    order.merger.assign([tp.partition for tp in assigned], now)
-                    # (what was fetched of partitions revoked meanwhile is read again by
-                    # their new owner)
-                    taken = [record for tp, records in batches.items() if tp in assigned
-                             for record in records]
-                    budget.took(taken)
-                    lagging = await _input_lagging(consumer, assigned)
-                    if taken or len(order):
-                        sent, done = await self._ingest_batch(taken, lagging, now)
-                        offsets = {TopicPartition(s.topic_api_calls, partition): offset
-                                   for partition, offset in done.items()}
-                        in_flight.append((asyncio.ensure_future(asyncio.gather(*sent)), offsets))
+                    # (what waited of partitions revoked since, the hand-over has dropped)
+                    order.merger.assign(sorted(assigned), now)
+                    budget.took(sum(len(run.offsets) for run in runs),
+                                sum(run.size for run in runs))
+                    lagging = consumer.lagging(assigned)
+                    if runs or len(order):
+                        sent, done = await self._ingest_batch(runs, lagging, now)
+                        in_flight.append((asyncio.ensure_future(asyncio.gather(*sent)), done))
                         if len(in_flight) > INGEST_IN_FLIGHT:
                             await in_flight[0][0]
                 # Calls pile up waiting for a partition that is behind: read it first.
-                wanted = [TopicPartition(s.topic_api_calls, partition)
-                          for partition in order.merger.holding_back(lagging)
-                          ] if len(order) > HOLD_CALLS else []
-                commit: dict[Any, int] = {}
+                wanted = order.merger.holding_back(lagging) if len(order) > HOLD_CALLS else []
                 while in_flight and in_flight[0][0].done():
                     done_sending, offsets = in_flight.popleft()
                     done_sending.result()  # a failed send stops the worker rather than losing input
                     commit.update(offsets)
-                if commit:
-                    try:
-                        await consumer.commit(commit)
-                    except KafkaError as exc:  # a rebalance took the partitions: re-read
-                        log.warning("input offsets not committed (%s); records may be re-read",
-                                    exc)
         finally:
             await consumer.stop()
 
-    async def _ingest_batch(self, records: list[Any], lagging: list[int],
-                            now: float) -> tuple[list[Any], dict[int, int]]:
-        """Validate one fetched batch and re-key the calls the input order lets go; returns
-        the delivery futures of its sends and the input offsets wholly let go.
+    async def _hand_over(self, revoked: list[int]) -> dict[int, int]:
+        """Input partitions about to move (librdkafka revokes every partition held at each
+        rebalance, and assigns again those that stay): the calls of theirs waiting to be
+        ordered are dropped, and the offsets of every batch sent are returned to be
+        committed first, so that their new owner reads from there (sent twice, calls are
+        counted twice). Until the new assignment, the ingest loop takes nothing."""
+        async with self._ingest_lock:  # the batch under way is sent first
+            self._input_assignment = None
+            self._input_moves += 1
+            in_flight = self._in_flight
+            gone = set(revoked)
+            # Where each partition's new owner is to start: the first record with a call
+            # dropped here, past every call sent (those of records partly sent included).
+            resume = self.input_order.forget(gone)
+            topic = self.settings.topic_api_calls
+            for partition in revoked:
+                self._taken.pop((topic, partition), None)
+            commit: dict[int, int] = {}
+            while in_flight:
+                future, offsets = in_flight[0]
+                await asyncio.wait([future])
+                if future.exception() is not None:
+                    resume = {}  # not every call let go was sent: commit only what was
+                    break  # the ingest loop stops the worker on it
+                in_flight.popleft()
+                commit.update(offsets)
+            for partition, offset in resume.items():
+                commit[partition] = max(commit.get(partition, offset), offset)
+            return commit
 
-        The batch's records are read on the edge's thread (`EdgeReader.read_many`: the
-        Rust reader parses them without the GIL, while detection goes on here).
-        Consecutive records of one partition go to the input order together (a fetch
-        lists each partition's records in a row): one record per event would otherwise
-        cost the merger's bookkeeping once per event."""
+    def _input_assigned(self, partitions: list[int]) -> None:
+        self._input_assignment = frozenset(partitions)
+
+    async def _ingest_batch(self, runs: list[InputRun], lagging: list[int],
+                            now: float) -> tuple[list[Any], dict[int, int]]:
+        """Order and send one take of input runs (records already read by the edge, see
+        `streams.input`); returns the delivery futures of its sends and the input
+        offsets wholly let go.
+
+        A run's records go to the input order together: one record per event would
+        otherwise cost the merger's bookkeeping once per event. Calls are let go and sent
+        every INGEST_SLICE_CALLS, at a record's end."""
         stats, topic = self.stats, self.settings.topic_api_calls
         order, done = self.input_order, {}
         sent: list[Any] = []
-        waiting = 0
-        calls: list[EdgeCall] = []  # of the records of `partition` not added yet
-        starts: list[tuple[int, int]] = []  # ... each one's offset and its first call there
-        partition, last = -1, -1  # ... and the offset of the last of them
-        firsts = [self._first_delivery(record) for record in records]
-        values = [record.value for record, first in zip(records, firsts, strict=True) if first]
-        reads = iter(await asyncio.get_running_loop().run_in_executor(
-            self._edge_executor, self.edge.read_many, values) if values else ())
-        for n, (record, first) in enumerate(zip(records, firsts, strict=True), 1):
-            if record.partition != partition and last >= 0:
-                order.add(partition, last, calls, now, starts)
-                calls, starts, last = [], [], -1
-            partition = record.partition
-            if first:
-                stats.records_in += 1
-                valid, rejections = next(reads)
-                for rejection in rejections:
-                    sent.append(await self._dead_letter(rejection, topic, record))
-                stats.rejected += len(rejections)
-                stats.events_valid += len(valid)
-                waiting += len(valid)
-                starts.append((record.offset, len(calls)))
+        waiting = 0  # calls added to the order since the last send
+        for run in runs:
+            tp = (topic, run.partition)
+            last = self._taken.get(tp, -1)
+            if run.offsets and run.offsets[0] <= last:
+                fresh = run.after(last)
+                self._count_redelivered(len(run.offsets) - len(fresh.offsets), topic, run, last)
+                run = fresh
+            if not run.offsets:
+                continue
+            self._taken[tp] = run.offsets[-1]
+            stats.records_in += len(run.offsets)
+            calls: list[EdgeCall] = []  # of the run's records not added to the order yet
+            starts: list[tuple[int, int]] = []  # ... each one's offset and first call there
+            for index, (offset, (valid, rejections)) in enumerate(
+                    zip(run.offsets, run.reads, strict=True)):
+                if rejections:
+                    record = record_of(topic, run, index)
+                    for rejection in rejections:
+                        sent.append(await self._dead_letter(rejection, topic, record))
+                    stats.rejected += len(rejections)
+                starts.append((offset, len(calls)))
                 calls += valid
-                last = record.offset
-            if waiting >= INGEST_SLICE_CALLS or n == len(records):
-                if last >= 0:
-                    order.add(partition, last, calls, now, starts)
-                    calls, starts, last = [], [], -1
-                sent += await self._send_released(lagging, now, done)
-                waiting = 0
-        if not records:  # nothing new: calls held for a partition that went idle may go
-            sent += await self._send_released(lagging, now, done)
+                if waiting + len(calls) >= INGEST_SLICE_CALLS:
+                    order.add(run.partition, offset, calls, now, starts)
+                    stats.events_valid += len(calls)
+                    calls, starts, waiting = [], [], 0
+                    sent += await self._send_released(lagging, now, done)
+            if starts:
+                order.add(run.partition, run.offsets[-1], calls, now, starts)
+                stats.events_valid += len(calls)
+                waiting += len(calls)
+        # (with nothing new, calls held for a partition that went idle may go)
+        sent += await self._send_released(lagging, now, done)
         return sent, done
+
+    def _count_redelivered(self, skipped: int, topic: str, run: InputRun, last: int) -> None:
+        self.stats.redelivered += skipped
+        if self.stats.redelivered <= LOG_FIRST_DEAD_LETTERS:
+            log.warning("skipping %d redelivered records of %s[%d] from @%d (already had up "
+                        "to %d)", skipped, topic, run.partition, run.offsets[0], last)
 
     async def _send_released(self, lagging: list[int], now: float,
                              done: dict[int, int]) -> list[Any]:
@@ -1196,7 +1135,7 @@ class Pipeline:
         """Partitions of the input topic this worker reads (None: a rebalance is under
         way, or the input consumer has not joined yet)."""
         assigned = self._input_assignment
-        return None if assigned is None else sorted(tp.partition for tp in assigned)
+        return None if assigned is None else sorted(assigned)
 
     def lagging_partitions(self) -> list[int]:
         """Partitions of the by-account topic with records this worker has not taken yet

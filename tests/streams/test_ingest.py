@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from streams import pipeline as pipeline_module
+from streams.input import InputRun
 from streams.internal import decode_by_account, partition_for
 from streams.pipeline import Pipeline
 from streams.settings import Settings
@@ -37,12 +37,9 @@ def test_a_large_fetch_is_sent_in_slices_and_nothing_is_lost(
     monkeypatch.setattr(pipeline_module, "_send_chunks", send)
     monkeypatch.setattr(worker.input_order, "add", logged_add)
     events = [e for i in range(4) for e in chatter("org", f"key_{i}", n=6, start=START)]
-    records = [
-        SimpleNamespace(topic="api-calls", partition=0, offset=n,
-                        value=json.dumps(events[6 * n:6 * n + 6]).encode())
-        for n in range(4)
-    ]
-    _, done = asyncio.run(worker._ingest_batch(records, [], now=0.0))
+    run = InputRun.read(worker.edge, 0, [
+        (n, None, json.dumps(events[6 * n:6 * n + 6]).encode()) for n in range(4)])
+    _, done = asyncio.run(worker._ingest_batch([run], [], now=0.0))
     assert done == {0: 4}  # every record's calls are sent: all may be committed
     # 6 calls per record, slices of at least 10: ordered and sent (one record per
     # partition) after the 2nd record and after the 4th, not all at the end.
@@ -62,7 +59,7 @@ def test_the_input_is_taken_in_counts_that_follow_the_size_of_its_records() -> N
     budget = pipeline_module.IngestBudget(take_bytes=1_000_000, max_records=2_000)
 
     def take(*sizes: int | None) -> int:
-        budget.took([SimpleNamespace(value=None if n is None else b"x" * n) for n in sizes])
+        budget.took(len(sizes), sum(n or 0 for n in sizes))
         return budget.records
 
     # Before any size is known a backlog of batches must not come in all at once.
@@ -92,30 +89,24 @@ def test_a_partition_lags_while_records_wait_in_it() -> None:
     assert not lags(end=None, position=3) and not lags(end=10, position=None)
 
 
-def test_a_fetch_not_taken_for_a_rebalance_is_read_again_where_the_partitions_stay() -> None:
-    from aiokafka import TopicPartition
-    from aiokafka.errors import IllegalStateError
+def test_records_taken_before_are_skipped_and_counted(tmp_path: Path) -> None:
+    # A consumer that goes back to an offset it had read (a seek after a rebalance that
+    # left the partition here) delivers records again: each is processed once.
+    worker = Pipeline(Settings(state_dir=tmp_path, clickhouse_url=None, state_store=False))
+    worker.by_account = None  # nothing is let go: the order holds the calls
 
-    class Consumer:
-        def __init__(self) -> None:
-            self.sought: dict[TopicPartition, int] = {}
+    async def no_send(*_: Any) -> list[Any]:
+        return []
 
-        def assignment(self) -> set[TopicPartition]:
-            return {TopicPartition("in", 0), TopicPartition("in", 1), TopicPartition("in", 3)}
-
-        def seek(self, tp: TopicPartition, offset: int) -> None:
-            if tp.partition == 3:
-                raise IllegalStateError("let go meanwhile")
-            self.sought[tp] = offset
-
-    def records(*offsets: int) -> list[Any]:
-        return [SimpleNamespace(offset=o) for o in offsets]
-
-    consumer = Consumer()
-    pipeline_module._read_again(consumer, {  # type: ignore[arg-type]
-        TopicPartition("in", 0): records(17, 18, 19),
-        TopicPartition("in", 1): [],
-        TopicPartition("in", 2): records(5),  # no longer held: its new owner's
-        TopicPartition("in", 3): records(40),
-    })
-    assert consumer.sought == {TopicPartition("in", 0): 17}
+    worker._send_released = no_send  # type: ignore[method-assign]
+    events = chatter("org", "key_0", n=5, start=START)
+    values = [json.dumps(e).encode() for e in events]
+    first = InputRun.read(worker.edge, 3, [(10 + n, None, v) for n, v in enumerate(values[:3])])
+    again = InputRun.read(worker.edge, 3, [(11 + n, b"k", v) for n, v in enumerate(values[1:])])
+    asyncio.run(worker._ingest_batch([first], [], now=0.0))
+    asyncio.run(worker._ingest_batch([again], [], now=0.0))
+    assert worker.stats.records_in == 5 and worker.stats.redelivered == 2
+    assert worker.stats.events_valid == 5
+    assert len(worker.input_order) == 5
+    assert again.after(12).offsets == [13, 14] and again.after(9) is again
+    assert again.after(14).offsets == [] and again.after(14).reads == []

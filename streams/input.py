@@ -136,8 +136,9 @@ class InputConsumer:
     async def take(self, max_records: int, timeout_s: float, only: list[int],
                    commit: dict[int, int]) -> list[InputRun]:
         """Commit `commit` (partition -> next offset), then take up to `max_records` records
-        (waiting up to `timeout_s` for the first), only from the partitions `only` if any
-        are named; returns them in runs. Empty when the partitions moved meanwhile."""
+        (what has come, or else the first to come within `timeout_s` and what came with
+        it), only from the partitions `only` if any are named; returns them in runs.
+        Empty when the partitions moved meanwhile."""
         assert self._loop is not None, "not started"
         return await self._loop.run_in_executor(
             self._thread, self._take, max_records, timeout_s, only, commit)
@@ -150,7 +151,16 @@ class InputConsumer:
             self._commit(commit, "")
         self._pause_all_but(only)
         self._moved = False
-        messages = consumer.consume(num_messages=max_records, timeout=timeout_s)
+        # What librdkafka holds now; if nothing, the first record to come and what came
+        # with it. (`consume` with a timeout waits for `max_records` or the whole timeout:
+        # a trickle of live input would wait that long each time.)
+        messages = consumer.consume(num_messages=max_records, timeout=0)
+        if not messages:
+            first = consumer.poll(timeout_s)
+            if first is not None:
+                messages = [first]
+                if max_records > 1:
+                    messages += consumer.consume(num_messages=max_records - 1, timeout=0)
         if self._moved:
             self._read_again()
             return []

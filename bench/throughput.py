@@ -422,7 +422,7 @@ def match_latencies(sent_at: dict[int, float],
 def _measure_latency(args: argparse.Namespace, result: Result, settings: Settings,
                      plan: TrafficPlan, workers: list[Worker], start: int, batch: int,
                      seconds: float) -> None:
-    rate = max(100.0, result.events_per_s / 2)
+    rate = args.latency_rate or max(100.0, result.events_per_s / 2)
     listener = AlertListener(args.bootstrap, settings.topic_alerts, settings.topic_partitions)
     listener.start()
     paced_plan = TrafficPlan(accounts=plan.accounts, harvest_every=args.latency_harvest_every,
@@ -618,6 +618,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds of paced traffic (full 15, quick 6)")
     parser.add_argument("--harvest-every", type=int, default=100,
                         help="one event in this many is a harvester's")
+    parser.add_argument("--latency-rate", type=float, default=0.0,
+                        help="events/s of the paced stream (default: half the measured rate)")
     parser.add_argument("--latency-harvest-every", type=int, default=10,
                         help="in the paced stream: one event in this many is a harvester's")
     parser.add_argument("--only", help="comma list of: single,batch,naive,scale,two,spill,"

@@ -280,7 +280,10 @@ class InputConsumer:
         positions = {tp.partition: tp.offset for tp in consumer.position(tps)}
         lagging = []
         for tp in tps:
-            low, high = consumer.get_watermark_offsets(tp, cached=True)
+            try:
+                low, high = consumer.get_watermark_offsets(tp, cached=True)
+            except KafkaException:  # not known to the consumer yet
+                low = high = -1
             if high < 0:  # not fetched yet: it may well have records
                 lagging.append(tp.partition)
                 continue

@@ -102,9 +102,9 @@ STREAM_BUFFER_RECORDS = 64  # internal records Faust buffers per stream
 # furthest behind (see `_ingest`). librdkafka hands over a backlog a partition at a time, in
 # runs of tens of thousands of single-event records, and reading only some partitions means
 # pausing the others, which drops what it had fetched of them: at 50,000 nearly every take
-# of a backlog paused partitions, and the worker read single events at 21,107 events/s
-# against 31,725 at this bound (bench/PROFILE.md, "Thirteenth pass"). The input order's
-# `max_buffered` (200,000) still bounds what is held.
+# of a backlog paused partitions, and the worker read 500,000 single events at 16,876
+# events/s against 31,027 at this bound (bench/PROFILE.md, "Thirteenth pass"). The input
+# order's `max_buffered` (200,000) still bounds what is held.
 HOLD_CALLS = 150_000
 INGEST_IDLE_S = 0.1
 INGEST_IN_FLIGHT = 4  # fetched batches whose sends may await acknowledgement at once

@@ -12,8 +12,9 @@ runs its rebalance callbacks inside `consume`, on that thread: a revoke is hande
 event loop (`hand_over`, which the worker runs under its ingest lock) and waited for, and
 the offsets it returns are committed before the partitions go. A take during which the
 partitions moved is not handed on: its records may predate the hand-over, whose commit
-did not count them. The partitions held after it are sought back to their committed
-offsets and read again.
+did not count them. Partitions assigned during a take stay paused until it ends, so
+none of their records is in it, and are then read from their committed offsets (seeking
+back instead fails on partitions just assigned, librdkafka's "Erroneous state").
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from schemas.decode import Rejection
 from streams.edge import EdgeCall, EdgeReader
@@ -120,8 +121,9 @@ class InputConsumer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._consumer: Consumer | None = None
         self._held: list[int] = []
-        self._committed: dict[int, int] = {}  # at assignment, for a take that is not handed on
+        self._committed: dict[int, int] = {}  # at assignment (for `lagging`)
         self._moved = False  # partitions revoked or assigned during the take under way
+        self._arrived: list[TopicPartition] = []  # assigned during it, paused until its end
         self._paused: list[TopicPartition] = []
 
     async def start(self) -> None:
@@ -161,8 +163,12 @@ class InputConsumer:
                 messages = [first]
                 if max_records > 1:
                     messages += consumer.consume(num_messages=max_records - 1, timeout=0)
+        if self._arrived:
+            # Fetched from where the hand-over committed once the take is over (nothing
+            # of theirs was taken: they were paused).
+            consumer.resume(self._arrived)
+            self._arrived = []
         if self._moved:
-            self._read_again()
             return []
         runs: list[InputRun] = []
         partition = -1
@@ -221,22 +227,16 @@ class InputConsumer:
             log.warning("input offsets not committed%s (%s); records may be read twice",
                         when, exc.args[0] if exc.args else exc)
 
-    def _read_again(self) -> None:
-        """Seek the partitions held to their committed offsets (a take not handed on)."""
-        consumer = self._consumer
-        assert consumer is not None
-        for p in self._held:
-            offset = self._committed.get(p, -1)
-            try:
-                consumer.seek(TopicPartition(self.topic, p, offset if offset >= 0
-                                             else OFFSET_BEGINNING))
-            except KafkaException as exc:
-                log.warning("input partition %d not sought back (%s)", p, exc)
-
     # -- rebalance callbacks: on the input thread, inside `consume` -------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._moved = True
+        # Paused until the take under way is over: it is not handed on (its records may
+        # predate the revoke), and a record of theirs in it would be lost, since seeking
+        # back fails on partitions just assigned (librdkafka: "Erroneous state").
+        consumer.assign(partitions)
+        consumer.pause(partitions)
+        self._arrived = list(partitions)
         self._paused = []
         self._held = sorted(tp.partition for tp in partitions)
         try:

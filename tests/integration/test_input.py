@@ -128,3 +128,62 @@ def test_committed_offsets_are_where_the_group_resumes(deployment: Deployment) -
     again = asyncio.run(second())
     assert [(r.partition, o) for r in again for o in r.offsets] == [
         (partition, o) for o in offsets[12:]]
+
+
+def test_a_rebalance_mid_stream_loses_no_record_and_repeats_none(
+        deployment: Deployment) -> None:
+    # A reads and "sends" what it takes, committing as it goes; B joins the group midway,
+    # so A's partitions are revoked (A hands over: commits through what it sent) and
+    # split. Between them every record is taken exactly once: a take during the
+    # rebalance is not handed on, and partitions are read again from the hand-over's
+    # commit, whoever holds them after.
+    values = _events(400)
+    deployment.produce([(f"k{i % 13}".encode(), v) for i, v in enumerate(values)])
+    group_id = f"{deployment.env['DISTILLWATCH_APP_ID']}-rebalance"
+
+    async def run() -> tuple[list[tuple[int, int]], list[tuple[int, int]], int]:
+        sent: dict[str, list[tuple[int, int]]] = {"a": [], "b": []}
+        done: dict[str, dict[int, int]] = {"a": {}, "b": {}}
+        revokes = 0
+
+        def member(name: str) -> InputConsumer:
+            async def hand_over(partitions: list[int]) -> dict[int, int]:
+                nonlocal revokes
+                revokes += 1
+                return {p: o for p, o in done[name].items() if p in partitions}
+            return InputConsumer(deployment.settings, group_id, EdgeReader(4), hand_over,
+                                 lambda _: None, 1 << 20)
+
+        async def read(name: str, consumer: InputConsumer, stop: asyncio.Event) -> None:
+            commit: dict[int, int] = {}
+            while not stop.is_set():
+                runs = await consumer.take(5, 0.2, [], commit)  # small takes: many of them
+                commit = {}
+                for run in runs:
+                    sent[name] += [(run.partition, o) for o in run.offsets]
+                    done[name][run.partition] = run.offsets[-1] + 1
+                    commit[run.partition] = run.offsets[-1] + 1
+                await asyncio.sleep(0.1)  # the worker's detection between takes
+
+        a, b = member("a"), member("b")
+        stop = asyncio.Event()
+        await a.start()
+        reading_a = asyncio.ensure_future(read("a", a, stop))
+        deadline = time.monotonic() + 60
+        while len(sent["a"]) < 60 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await b.start()
+        reading_b = asyncio.ensure_future(read("b", b, stop))
+        while len(sent["a"]) + len(sent["b"]) < 400 and time.monotonic() < deadline + 60:
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(2.0)  # anything read twice would come by now
+        stop.set()
+        await asyncio.gather(reading_a, reading_b)
+        await a.stop()
+        await b.stop()
+        return sent["a"], sent["b"], revokes
+
+    by_a, by_b, revokes = asyncio.run(run())
+    assert revokes >= 1 and by_b, "B never got partitions: no rebalance was tested"
+    taken = by_a + by_b
+    assert len(taken) == len(set(taken)) == 400

@@ -250,10 +250,10 @@ class InputConsumer:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._moved = True
-        if self._paused:
-            consumer.resume(self._paused)
-            self._paused = []
-        self._held = []
+        paused = self._paused + self._arrived  # paused stays paused through a rebalance
+        if paused:
+            consumer.resume(paused)
+        self._paused, self._arrived, self._held = [], [], []
         assert self._loop is not None
         future = asyncio.run_coroutine_threadsafe(
             self._hand_over([tp.partition for tp in partitions]), self._loop)

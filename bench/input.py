@@ -36,11 +36,11 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from bench._traffic import TrafficPlan, preproduce
 from streams.edge import EdgeReader
 from streams.input import InputConsumer
+from streams.pipeline import INGEST_FETCH_BYTES, INGEST_MAX_RECORDS
 from streams.settings import Settings
 
 PARTITIONS = 4
-TAKE = 2_000
-FETCH_BYTES = 16 * 1024 * 1024  # as the worker's ingest
+TAKE, FETCH_BYTES = INGEST_MAX_RECORDS, INGEST_FETCH_BYTES  # as the worker's ingest
 
 
 async def _aiokafka(bootstrap: str, topic: str, records: int) -> int:

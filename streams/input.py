@@ -59,6 +59,13 @@ class InputRun:
                         self.reads[start:], self.size)
 
     @staticmethod
+    def of(edge: EdgeReader, partition: int, offsets: list[int], keys: list[bytes | None],
+           values: list[bytes | None]) -> InputRun:
+        """The run of these records (in offset order), their values read by `edge`."""
+        return InputRun(partition, offsets, keys, edge.read_many(values),
+                        sum(len(v) for v in values if v))
+
+    @staticmethod
     def read(edge: EdgeReader, partition: int,
              records: Iterable[tuple[int, bytes | None, bytes | None]]) -> InputRun:
         """A run of (offset, key, value) records, read by `edge`."""
@@ -67,8 +74,7 @@ class InputRun:
             offsets.append(offset)
             keys.append(key)
             values.append(value)
-        return InputRun(partition, offsets, keys, edge.read_many(values),
-                        sum(len(v) for v in values if v))
+        return InputRun.of(edge, partition, offsets, keys, values)
 
 
 @dataclass(slots=True)
@@ -186,20 +192,15 @@ class InputConsumer:
             p, offset = message.partition(), message.offset()
             assert p is not None and offset is not None  # (a consumed message has both)
             if p != partition and offsets:
-                runs.append(self._run(partition, offsets, keys, values))
+                runs.append(InputRun.of(self.edge, partition, offsets, keys, values))
                 offsets, keys, values = [], [], []
             partition = p
             offsets.append(offset)
             keys.append(message.key())
             values.append(message.value())
         if offsets:
-            runs.append(self._run(partition, offsets, keys, values))
+            runs.append(InputRun.of(self.edge, partition, offsets, keys, values))
         return runs
-
-    def _run(self, partition: int, offsets: list[int], keys: list[bytes | None],
-             values: list[bytes | None]) -> InputRun:
-        return InputRun(partition, offsets, keys, self.edge.read_many(values),
-                        sum(len(v) for v in values if v))
 
     def _pause_all_but(self, only: list[int]) -> None:
         """Read only the partitions `only` (all if none): librdkafka drops what it had

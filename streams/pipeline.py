@@ -64,6 +64,7 @@ from streams.internal import (
 )
 from streams.kafka import faust_credentials
 from streams.ordering import EventTimeMerger, OrderedRecords
+from streams.output import OutputProducer
 from streams.settings import Settings, redact_url
 from streams.sinks import ClickHouseSink
 from streams.statestore import (
@@ -209,13 +210,14 @@ def next_boundary(ts: float, every_s: float) -> float:
 
 
 async def _send_chunks(
-    topic: Any, items: Sequence[Any], encode: Callable[[Sequence[Any]], bytes], partition: int
+    output: OutputProducer, topic: str, items: Sequence[Any],
+    encode: Callable[[Sequence[Any]], bytes], partition: int,
 ) -> list[Any]:
     """Send `items` to one partition of an internal topic, INTERNAL_MAX_ITEMS per record;
     returns the delivery futures."""
     return [
-        await topic.send(value=encode(items[start:start + INTERNAL_MAX_ITEMS]),
-                         partition=partition)
+        await output.send(topic, encode(items[start:start + INTERNAL_MAX_ITEMS]),
+                          partition=partition)
         for start in range(0, len(items), INTERNAL_MAX_ITEMS)
     ]
 
@@ -251,6 +253,7 @@ class Pipeline:
         self._input_assignment: frozenset[int] | None = None
         self._input_moves = 0
         self.input: InputConsumer | None = None
+        self.output = OutputProducer(settings)
         # Input batches whose sends await the broker's acknowledgement, oldest first, with
         # the input offsets (partition -> next offset) committed once they are.
         self._in_flight: deque[tuple[asyncio.Future[Any], dict[int, int]]] = deque()
@@ -312,7 +315,6 @@ class Pipeline:
             web_bind=s.web_host,
             web_host=s.web_host,
             web_port=s.web_port,
-            producer_max_request_size=17 * 1024 * 1024,
             consumer_max_fetch_size=_fetch_size_per_partition(s.topic_partitions),
             consumer_auto_offset_reset="earliest",
             stream_wait_empty=True,
@@ -320,9 +322,8 @@ class Pipeline:
             # buffer of 4,096 records per stream held gigabytes when detect fell behind.
             stream_buffer_maxsize=STREAM_BUFFER_RECORDS,
         )
+        # Faust consumes the worker's topics; `self.output` writes to them.
         self.by_account = app.topic(s.internal_topic_by_account, value_serializer="raw")
-        self.alerts_topic = app.topic(s.topic_alerts, value_serializer="raw")
-        self.dead_letters = app.topic(s.topic_dead_letters, value_serializer="raw")
         self.feedback = app.topic(s.topic_feedback, value_serializer="raw")
         self.observations = app.topic(s.internal_topic_link_observations, value_serializer="raw")
         self.edges = app.topic(s.internal_topic_campaign_edges, value_serializer="raw")
@@ -338,6 +339,16 @@ class Pipeline:
             app.timer(s.state_checkpoint_interval_s)(self._checkpoint_timer)
             app.on_partitions_revoked.connect(self._on_partitions_revoked)
         app.task(self._quiet_library_loggers)
+        # Faust commits the offsets of what its agents consumed once its producer is
+        # flushed, so that what they wrote is in Kafka first. The worker writes through
+        # `self.output`: that is flushed there too.
+        faust_flush = app.producer.flush
+
+        async def flush() -> None:
+            await faust_flush()
+            await self.output.flush()
+
+        app.producer.flush = flush  # type: ignore[method-assign]
         pipeline = self
 
         class HealthView(faust.web.View):
@@ -521,9 +532,10 @@ class Pipeline:
         offsets wholly let go."""
         calls, offsets = self.input_order.release(now, lagging)
         done.update(offsets)
+        topic = self.settings.internal_topic_by_account
         sent: list[Any] = []
         for partition, group in group_by_destination(calls).items():
-            sent += await _send_chunks(self.by_account, group, encode_edge_calls, partition)
+            sent += await _send_chunks(self.output, topic, group, encode_edge_calls, partition)
         return sent
 
     def _first_delivery(self, message: Any) -> bool:
@@ -555,8 +567,8 @@ class Pipeline:
             if isinstance(verdict, Rejection):
                 await self._dead_letter(verdict, topic, record.message)
                 continue
-            await self.by_account.send(
-                value=encode_verdict(verdict),
+            await self.output.send(
+                self.settings.internal_topic_by_account, encode_verdict(verdict),
                 partition=partition_for(verdict.account_id, partitions),
             )
             yield None
@@ -672,7 +684,8 @@ class Pipeline:
             for alert in engine.advance(watermark):
                 await self._emit(alert)
             if watermark >= self._next_tick:
-                await self.edges.send(value=encode_tick(watermark), partition=0)
+                await self.output.send(self.settings.internal_topic_campaign_edges,
+                                       encode_tick(watermark), partition=0)
                 self._next_tick = next_boundary(watermark, TICK_EVERY_S)
             if watermark >= self._next_observer_expiry:
                 self.observer.expire(watermark, ACCOUNT_IDLE_S)
@@ -685,7 +698,8 @@ class Pipeline:
         """Send link observations to the partitions of their link keys."""
         groups = group_by_partition(observations, "hub", self.settings.topic_partitions)
         for partition, group in groups.items():
-            await _send_chunks(self.observations, group, encode_observations, partition)
+            await _send_chunks(self.output, self.settings.internal_topic_link_observations,
+                               group, encode_observations, partition)
 
     async def _link(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         """Evidence per link key: which accounts share it, and how much that means."""
@@ -704,7 +718,8 @@ class Pipeline:
                 except Exception as exc:  # a defect must not stop linking
                     await self._processing_error(exc, record.value, topic, record.message)
             if edges:
-                await _send_chunks(self.edges, edges, encode_edges, 0)
+                await _send_chunks(self.output, self.settings.internal_topic_campaign_edges,
+                                   edges, encode_edges, 0)
             if watermark >= self._next_evidence_expiry:
                 evidence.expire(watermark)
                 self._next_evidence_expiry = next_boundary(watermark, EXPIRE_EVERY_S)
@@ -752,7 +767,8 @@ class Pipeline:
             rejection, topic=topic, partition=partition, offset=offset
         )
         key = message.key if message is not None else None
-        sent = await self.dead_letters.send(key=key, value=value, headers=headers)
+        sent = await self.output.send(self.settings.topic_dead_letters, value, key=key,
+                                      headers=headers)
         if self.sink is not None:
             self.sink.add_dead_letter(envelope)
         if rejection.kind == "processing_error":
@@ -773,9 +789,8 @@ class Pipeline:
     async def _emit(self, alert: Alert) -> None:
         alert = stamp(alert)
         self.stats.alerts += 1
-        await self.alerts_topic.send(
-            key=alert.dedup_key.encode(), value=alert.model_dump_json().encode()
-        )
+        await self.output.send(self.settings.topic_alerts, alert.model_dump_json().encode(),
+                               key=alert.dedup_key.encode())
         if self.sink is not None:
             self.sink.add_alert(alert)
         log.info(
@@ -1093,6 +1108,7 @@ class Pipeline:
         if self.store is not None:
             await self._checkpoint(shared=True, evict=False)
             self.store.close()
+        await self.output.flush()
         await self._flush()
         if self.sink is not None and self.sink.pending:
             log.error("ClickHouse rows still pending at shutdown: %d", self.sink.pending)

@@ -563,7 +563,8 @@ def drain_in_one(run: list[ApiCall], path: Path, monkeypatch: pytest.MonkeyPatch
     pipeline._next_eviction = -math.inf if sweeps else math.inf
     drained = Drained(pipeline, [], [])
 
-    async def record(_topic: Any, items: list[Any], _encode: Any, partition: int) -> list[Any]:
+    async def record(_output: Any, _topic: Any, items: list[Any], _encode: Any,
+                     partition: int) -> list[Any]:
         drained.sends.append((pipeline.engine.accounts_tracked, partition, list(items)))
         return []
 

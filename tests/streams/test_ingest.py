@@ -24,7 +24,7 @@ def test_a_large_fetch_is_sent_in_slices_and_nothing_is_lost(
     monkeypatch.setattr(pipeline_module, "INGEST_SLICE_CALLS", 10)
     log: list[Any] = []  # ("ordered", calls) and ("sent", partition, calls)
 
-    async def send(topic: Any, items: Any, encode: Any, partition: int) -> list[Any]:
+    async def send(_output: Any, topic: Any, items: Any, encode: Any, partition: int) -> list[Any]:
         log.append(("sent", partition, decode_by_account(encode(items))))
         return []
 

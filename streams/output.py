@@ -1,0 +1,138 @@
+"""The worker's producer: librdkafka (confluent-kafka), sending from the event loop.
+
+Every record the worker writes (calls re-keyed by account, link observations and edges,
+ticks, alerts, dead letters) goes through here. aiokafka built and wrote each produce
+request in Python on the event loop's thread, and sent nothing while a drain held that
+thread: an alert raised early in a drain left when the drain ended (bench/PROFILE.md,
+"Fourteenth pass"). librdkafka batches, sends and retries on threads of its own, without
+the GIL; `send` hands it a record and returns at once.
+
+Delivery reports come back on the output thread, which polls librdkafka and settles the
+records' futures on the event loop, all those of one poll together. A record that could
+not be delivered (after librdkafka's retries) settles with its error, and is logged
+here, awaited or not. Idempotence keeps each partition's records in the order they were
+sent, retries included, which the by-account topic's event-time order relies on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from streams.kafka import confluent_config
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# The largest record the worker writes: a dead letter carries the rejected input record
+# whole, and input records may be batches of many events.
+MAX_MESSAGE_BYTES = 17 * 1024 * 1024
+# librdkafka waits this long for more records to a partition before sending: long enough
+# to send a drain's observations together, short next to the one second an alert has.
+LINGER_MS = 2
+POLL_S = 0.1  # the output thread's wait for delivery reports
+FULL_WAIT_S = 0.005  # how long `send` waits when librdkafka's queue is full, before trying again
+FLUSH_TIMEOUT_S = 60.0
+
+Headers = Sequence[tuple[str, bytes]] | None
+
+
+class OutputProducer:
+    """Sends records from the event loop; each `send` returns its delivery future."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._conf = confluent_config(
+            settings,
+            **{
+                # acks from every in-sync replica, and each partition in order, retries included
+                "enable.idempotence": True,
+                "linger.ms": LINGER_MS,
+                "message.max.bytes": MAX_MESSAGE_BYTES,
+                # a key's partition as the Java client (and aiokafka) choose it
+                "partitioner": "murmur2_random",
+            },
+        )
+        self._producer: Producer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        # Delivery reports of the current poll, settled on the event loop together.
+        self._reports: list[tuple[asyncio.Future[None], KafkaError | None]] = []
+
+    async def send(self, topic: str, value: bytes, *, partition: int | None = None,
+                   key: bytes | None = None, headers: Headers = None) -> asyncio.Future[None]:
+        """Hand a record to librdkafka; the returned future settles once the broker has it
+        (or it could not be delivered). Waits only while librdkafka's queue is full."""
+        producer = self._producer or self._start()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        record_headers: list[tuple[str, str | bytes | None]] | None = (
+            list(headers) if headers else None)
+
+        def delivered(err: KafkaError | None, _msg: Any) -> None:
+            with self._lock:
+                self._reports.append((future, err))
+
+        while True:
+            try:
+                producer.produce(topic, value, key,
+                                 partition=-1 if partition is None else partition,
+                                 on_delivery=delivered, headers=record_headers)
+                return future
+            except BufferError:
+                await asyncio.sleep(FULL_WAIT_S)
+
+    async def flush(self) -> None:
+        """Wait until every record sent so far is delivered (or failed)."""
+        producer = self._producer
+        if producer is None:
+            return
+        left = await asyncio.get_running_loop().run_in_executor(
+            None, producer.flush, FLUSH_TIMEOUT_S)
+        self._settle()
+        if left:
+            raise KafkaException(f"{left} records not delivered within {FLUSH_TIMEOUT_S:.0f} s")
+
+    async def stop(self) -> None:
+        """Deliver what is queued, then stop the output thread."""
+        try:
+            await self.flush()
+        finally:
+            self._stopping.set()
+            if self._thread is not None:
+                await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+
+    def _start(self) -> Producer:
+        self._loop = asyncio.get_running_loop()
+        self._producer = Producer(self._conf)
+        self._thread = threading.Thread(target=self._serve, name="output", daemon=True)
+        self._thread.start()
+        return self._producer
+
+    def _serve(self) -> None:
+        """The output thread: serve delivery reports, and have the event loop settle them."""
+        producer, loop = self._producer, self._loop
+        assert producer is not None and loop is not None
+        # (ends with the event loop too: a worker's at exit, a test's at its end)
+        while not self._stopping.is_set() and not loop.is_closed():
+            producer.poll(POLL_S)
+            if self._reports and not loop.is_closed():
+                loop.call_soon_threadsafe(self._settle)
+
+    def _settle(self) -> None:
+        with self._lock:
+            reports, self._reports = self._reports, []
+        for future, err in reports:
+            if future.done():
+                continue
+            if err is None:
+                future.set_result(None)
+                continue
+            log.error("a record could not be delivered: %s", err)
+            future.set_exception(KafkaException(err))
+            future.exception()  # logged here: no "never retrieved" warning if unawaited

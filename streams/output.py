@@ -37,7 +37,6 @@ MAX_MESSAGE_BYTES = 17 * 1024 * 1024
 LINGER_MS = 2
 POLL_S = 0.1  # the output thread's wait for delivery reports
 FULL_WAIT_S = 0.005  # how long `send` waits when librdkafka's queue is full, before trying again
-FLUSH_TIMEOUT_S = 60.0
 
 Headers = Sequence[tuple[str, bytes]] | None
 
@@ -49,6 +48,7 @@ class OutputProducer:
         self._conf = confluent_config(
             settings,
             **{
+                "client.id": f"{settings.app_id}-output",
                 # acks from every in-sync replica, and each partition in order, retries included
                 "enable.idempotence": True,
                 "linger.ms": LINGER_MS,
@@ -64,6 +64,8 @@ class OutputProducer:
         self._lock = threading.Lock()
         # Delivery reports of the current poll, settled on the event loop together.
         self._reports: list[tuple[asyncio.Future[None], KafkaError | None]] = []
+        self._pending: set[asyncio.Future[None]] = set()  # sent, not settled yet
+        self._failed = 0  # records not delivered since the last `flush`
 
     async def send(self, topic: str, value: bytes, *, partition: int | None = None,
                    key: bytes | None = None, headers: Headers = None) -> asyncio.Future[None]:
@@ -83,20 +85,21 @@ class OutputProducer:
                 producer.produce(topic, value, key,
                                  partition=-1 if partition is None else partition,
                                  on_delivery=delivered, headers=record_headers)
+                self._pending.add(future)
                 return future
             except BufferError:
                 await asyncio.sleep(FULL_WAIT_S)
 
     async def flush(self) -> None:
-        """Wait until every record sent so far is delivered (or failed)."""
-        producer = self._producer
-        if producer is None:
-            return
-        left = await asyncio.get_running_loop().run_in_executor(
-            None, producer.flush, FLUSH_TIMEOUT_S)
-        self._settle()
-        if left:
-            raise KafkaException(f"{left} records not delivered within {FLUSH_TIMEOUT_S:.0f} s")
+        """Wait until every record sent so far is settled (records sent meanwhile are not
+        waited for, as with Faust's producer); KafkaException if one since the last flush
+        could not be delivered, so that nothing is committed past it."""
+        waiting = list(self._pending)
+        if waiting:
+            await asyncio.wait(waiting)
+        failed, self._failed = self._failed, 0
+        if failed:
+            raise KafkaException(f"{failed} records could not be delivered (see the log)")
 
     async def stop(self) -> None:
         """Deliver what is queued, then stop the output thread."""
@@ -109,7 +112,7 @@ class OutputProducer:
 
     def _start(self) -> Producer:
         self._loop = asyncio.get_running_loop()
-        self._producer = Producer(self._conf)
+        self._producer = Producer(self._conf, logger=log)
         self._thread = threading.Thread(target=self._serve, name="output", daemon=True)
         self._thread.start()
         return self._producer
@@ -121,18 +124,25 @@ class OutputProducer:
         # (ends with the event loop too: a worker's at exit, a test's at its end)
         while not self._stopping.is_set() and not loop.is_closed():
             producer.poll(POLL_S)
-            if self._reports and not loop.is_closed():
-                loop.call_soon_threadsafe(self._settle)
+            if self._reports:
+                try:
+                    loop.call_soon_threadsafe(self._settle)
+                except RuntimeError:  # the loop closed meanwhile
+                    break
 
     def _settle(self) -> None:
         with self._lock:
             reports, self._reports = self._reports, []
+        pending = self._pending
         for future, err in reports:
-            if future.done():
+            pending.discard(future)
+            if err is not None:
+                self._failed += 1
+                log.error("a record could not be delivered: %s", err)
+            if future.done():  # (cancelled by a caller that stopped waiting)
                 continue
             if err is None:
                 future.set_result(None)
                 continue
-            log.error("a record could not be delivered: %s", err)
             future.set_exception(KafkaException(err))
             future.exception()  # logged here: no "never retrieved" warning if unawaited

@@ -34,6 +34,7 @@ from typing import Any
 
 import faust
 from clickhouse_connect.driver.client import Client
+from confluent_kafka import KafkaException
 from faust.exceptions import ConsumerNotStarted
 
 from models.engine import AccountKey, DetectionEngine
@@ -1111,7 +1112,10 @@ class Pipeline:
         if self.store is not None:
             await self._checkpoint(shared=True, evict=False)
             self.store.close()
-        await self.output.flush()
+        try:
+            await self.output.flush()
+        except KafkaException:  # each record that failed is logged; ClickHouse still flushes
+            log.error("stopping with records the worker wrote not all delivered")
         await self._flush()
         if self.sink is not None and self.sink.pending:
             log.error("ClickHouse rows still pending at shutdown: %d", self.sink.pending)

@@ -29,8 +29,10 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# The largest record the worker writes: a dead letter carries the rejected input record
-# whole, and input records may be batches of many events.
+# The client's bound on a record, as Faust's producer had it. The worker's records stay
+# under 1 MB (internal records about 0.5 MB, dead letters at most 900,000 bytes of the
+# original); above the broker's 16 MiB, a record too large meets the broker's refusal,
+# which its delivery future reports.
 MAX_MESSAGE_BYTES = 17 * 1024 * 1024
 # librdkafka waits this long for more records to a partition before sending: long enough
 # to send a drain's observations together, short next to the one second an alert has.
@@ -71,7 +73,7 @@ class OutputProducer:
                    key: bytes | None = None, headers: Headers = None) -> asyncio.Future[None]:
         """Hand a record to librdkafka; the returned future settles once the broker has it
         (or it could not be delivered). Waits only while librdkafka's queue is full."""
-        producer = self._producer or self._start()
+        producer = self._producer if self._producer is not None else self._start()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         record_headers: list[tuple[str, str | bytes | None]] | None = (
             list(headers) if headers else None)

@@ -43,6 +43,11 @@ class ObserverCore:
                  observation: Any, identities_max: int) -> None: ...
     def observe(self, accounts: dict[str, Any], call: Any, suspicion: float) -> list[Any]:
         """The observations of one call (instances of `observation`)."""
+    def observe_many(self, accounts: dict[str, Any], share: ShareCore,
+                     share_accounts: dict[str, Any], calls: list[Any],
+                     engine_suspicions: list[float]) -> tuple[list[Any], int, Exception | None]:
+        """For each call: `share.update`, the larger of it and the engine's suspicion,
+        `observe`; stops at the first call that raises (how many were done, the error)."""
 
 class MinuteCounts:
     """`streams.sinks.ClickHouseSink`'s per-minute rows of each account, in arrival order."""

@@ -115,11 +115,11 @@ INGEST_IDLE_S = 0.1
 INGEST_IN_FLIGHT = 4  # fetched batches whose sends may await acknowledgement at once
 TAKE_WITHIN_S = 0.05  # ... or whatever arrived within this many seconds (wall clock)
 TICK_EVERY_S = 60.0  # event-time seconds between a detect worker's ticks to the clusterer
-# Link observations a drain sends as soon as it has made them, not at its end: a drain of a
-# backlog (hundreds of thousands of calls) makes about three per call: 1.8 million held at
-# once, most of the worker's peak Python blocks at 10^6 accounts (bench/PROFILE.md, "Sixth
-# pass").
-OBSERVATIONS_SLICE = 30_000
+# Calls of a drain the link stage runs over at once (`Pipeline._link_calls`), whose
+# observations are then sent: not all at the drain's end, as a drain of a backlog (hundreds
+# of thousands of calls) makes up to three per call, 1.8 million held at once, most of the
+# worker's peak Python blocks at 10^6 accounts (bench/PROFILE.md, "Sixth pass").
+LINK_SLICE_CALLS = 4_000
 # Event-time seconds the clusterer stays behind the latest tick: links found by the link
 # stage reach it after the tick of the calls they came from.
 CLUSTER_LATENESS_S = 120.0
@@ -641,14 +641,17 @@ class Pipeline:
                      else self.merger.release(time.monotonic(), self.lagging_partitions()))
             if not ready:
                 return
-            engine, sink = self.engine, self.sink
-            process, observe, suspect = engine.process, self.observer.observe, self.suspicion.update
+            engine, process = self.engine, self.engine.process
             topic = self.settings.internal_topic_by_account
-            observations: list[LinkObservation] = []
             store, dirty, held = self.store, self._dirty, engine.account_state
-            counted: list[ApiCall] = []  # the calls processed, and their combined scores
+            # The calls processed since the link stage last ran, the engine's suspicion
+            # after each and their combined scores: the link stage (share suspicion, link
+            # observer) and the sink's counts run over them together (`_link_calls`).
+            calls: list[ApiCall] = []
+            suspicions: list[float] = []
             scores: list[float] = []
             sweep_at = self._next_eviction
+            latest = -math.inf  # event time of the last call processed
             for call in ready:
                 try:
                     if store is not None:
@@ -658,33 +661,34 @@ class Pipeline:
                                 self._load(key)
                             dirty.add(key)
                     alerts = process(call)
-                    observations += observe(call, suspect(call, engine.last_suspicion))
+                    suspicion = engine.last_suspicion
                 except Exception as exc:
                     await self._processing_error(exc, encode_calls([call]), topic, None)
                     continue
                 for alert in alerts:
                     await self._emit(alert)
-                counted.append(call)
+                calls.append(call)
+                suspicions.append(suspicion)
                 scores.append(engine.last_score)
-                if len(observations) >= OBSERVATIONS_SLICE:
-                    await self._send_observations(observations)
-                    observations = []
-                if call.ts >= sweep_at and store is not None:
+                latest = call.ts
+                sweep = call.ts >= sweep_at and store is not None
+                if sweep or len(calls) >= LINK_SLICE_CALLS:
+                    await self._link_calls(calls, suspicions, scores)
+                    calls, suspicions, scores = [], [], []
+                if sweep:
                     # A drain of a backlog spans minutes or hours of event time: accounts
                     # that went idle in it are packed on the way, not after it, and those
-                    # long idle and written leave memory. Writing snapshots stays with the
-                    # wall-clock checkpoints (and `_keep_up_with_the_store`): a checkpoint
-                    # per minute of event time wrote the same active accounts again and
-                    # again in a fast replay.
+                    # long idle and written leave memory (their link state with them, so
+                    # the link stage has run over every call before). Writing snapshots
+                    # stays with the wall-clock checkpoints (and
+                    # `_keep_up_with_the_store`): a checkpoint per minute of event time
+                    # wrote the same active accounts again and again in a fast replay.
                     self.watermark = max(self.watermark, call.ts)
                     self._sweep()
                     sweep_at = self._next_eviction
-            if sink is not None:
-                sink.add_calls(counted, scores)
+            await self._link_calls(calls, suspicions, scores)
             # The merger releases calls in event-time order: the last one is the latest.
-            watermark = max(self.watermark, counted[-1].ts) if counted else self.watermark
-            await self._send_observations(observations)
-            self.watermark = watermark
+            watermark = self.watermark = max(self.watermark, latest)
             for alert in engine.advance(watermark):
                 await self._emit(alert)
             if watermark >= self._next_tick:
@@ -697,6 +701,28 @@ class Pipeline:
             # Counted last, once the drain's alerts are sent: a caller that sees every call
             # detected sees their alerts too.
             self.stats.events_detected += len(ready)
+
+    async def _link_calls(self, calls: list[ApiCall], suspicions: list[float],
+                          scores: list[float]) -> None:
+        """The link stage of calls the engine has processed, in their order: each one's
+        share suspicion and link observations (sent on), then the sink's counts. A call
+        the link stage fails on is dead-lettered and left out of the counts; its alerts,
+        if any, are out already (the engine has counted it)."""
+        observed = 0
+        while observed < len(calls):
+            rest = calls[observed:] if observed else calls
+            observations, done, error = self.observer.observe_many(
+                rest, suspicions[observed:], self.suspicion)
+            await self._send_observations(observations)
+            if error is None:
+                break
+            failed = observed + done
+            await self._processing_error(error, encode_calls([calls[failed]]),
+                                         self.settings.internal_topic_by_account, None)
+            del calls[failed], suspicions[failed], scores[failed]
+            observed = failed
+        if self.sink is not None and calls:
+            self.sink.add_calls(calls, scores)
 
     async def _send_observations(self, observations: list[LinkObservation]) -> None:
         """Send link observations to the partitions of their link keys."""

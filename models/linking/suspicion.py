@@ -92,6 +92,11 @@ class ExtractionShareSuspicion(RebuiltCore[ShareCore]):
         """Count `call` into its account and return the account's suspicion after it."""
         return self._core.update(self._accounts, call)
 
+    def native(self) -> tuple[ShareCore, dict[str, array[float]]]:
+        """The Rust core and the account arrays it updates, for the link observer's run over
+        many calls (`LinkObserver.observe_many`)."""
+        return self._core, self._accounts
+
 
 class LinkingSuspicion:
     """The suspicion the linker is told about an account after each of its calls.

@@ -1428,6 +1428,59 @@ impl ObserverCore {
         call: &Bound<'py, PyAny>,
         suspicion: f64,
     ) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        self.observe_into(py, accounts, call, suspicion, &out)?;
+        Ok(out)
+    }
+
+    /// The link stage of a drain's calls, in order, in one call: for each, the share
+    /// suspicion's update (`share` on `share_accounts`), the larger of it and the engine's
+    /// suspicion after the call (`engine_suspicions`, one per call), and the observations
+    /// the call causes with that. Returns the observations, how many calls were done, and
+    /// the exception raised by the next one (None when all were done): the caller
+    /// dead-letters that call and goes on with those after it.
+    #[allow(clippy::too_many_arguments)]
+    fn observe_many<'py>(
+        &mut self,
+        py: Python<'py>,
+        accounts: &Bound<'py, pyo3::types::PyDict>,
+        share: &Bound<'py, share::ShareCore>,
+        share_accounts: &Bound<'py, pyo3::types::PyDict>,
+        calls: &Bound<'py, PyList>,
+        engine_suspicions: Vec<f64>,
+    ) -> PyResult<(Bound<'py, PyList>, usize, Option<PyObject>)> {
+        if engine_suspicions.len() != calls.len() {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "{} calls but {} suspicions",
+                calls.len(),
+                engine_suspicions.len()
+            )));
+        }
+        let share = share.get();
+        let out = PyList::empty(py);
+        for (done, (call, engine)) in calls.iter().zip(engine_suspicions).enumerate() {
+            let step = share
+                .update_one(py, share_accounts, &call)
+                .and_then(|own| self.observe_into(py, accounts, &call, own.max(engine), &out));
+            if let Err(err) = step {
+                return Ok((out, done, Some(err.into_value(py).into_any())));
+            }
+        }
+        let done = calls.len();
+        Ok((out, done, None))
+    }
+}
+
+impl ObserverCore {
+    /// `observe`, appending the observations to `out`.
+    fn observe_into<'py>(
+        &mut self,
+        py: Python<'py>,
+        accounts: &Bound<'py, pyo3::types::PyDict>,
+        call: &Bound<'py, PyAny>,
+        suspicion: f64,
+        out: &Bound<'py, PyList>,
+    ) -> PyResult<()> {
         use pyo3::intern;
         let ts_obj = field(call, f::TS)?;
         let ts: f64 = ts_obj.extract()?;
@@ -1564,9 +1617,8 @@ impl ObserverCore {
             state[RING_NEXT].set(((ring - RING + TEMPLATE_BANDS) % RING_SLOTS) as u32);
         }
 
-        let out = PyList::empty(py);
         if found.is_empty() {
-            return Ok(out);
+            return Ok(());
         }
         let tenant_id = field(call, f::TENANT_ID)?;
         let reported = quantised as f64 / 1000.0;
@@ -1584,11 +1636,9 @@ impl ObserverCore {
                 first_seen,
             ))?)?;
         }
-        Ok(out)
+        Ok(())
     }
-}
 
-impl ObserverCore {
     /// `LinkObserver._new_identity_keys`.
     fn new_identity_keys(
         &self,

@@ -66,6 +66,18 @@ impl ShareCore {
     /// Count `call` into its account's array in `accounts` (keyed by account id) and
     /// return the account's suspicion after it.
     fn update(&self, py: Python<'_>, accounts: &Bound<'_, PyDict>, call: &Bound<'_, PyAny>) -> PyResult<f64> {
+        self.update_one(py, accounts, call)
+    }
+}
+
+impl ShareCore {
+    /// `update`, for the observer's run over a drain's calls as well.
+    pub(crate) fn update_one(
+        &self,
+        py: Python<'_>,
+        accounts: &Bound<'_, PyDict>,
+        call: &Bound<'_, PyAny>,
+    ) -> PyResult<f64> {
         let ts: f64 = field(call, f::TS)?.extract()?;
         let account_id = field(call, f::ACCOUNT_ID)?;
         let (state_obj, fresh) = match accounts.get_item(&account_id)? {

@@ -270,3 +270,71 @@ def test_the_share_suspicion_pickles_without_its_core_and_goes_on_counting() -> 
     assert restored.half_life_s == 600.0
     for call in calls[200:]:
         assert restored.update(call) == reference.update(call)
+
+
+def linked_one_by_one(
+    observer: LinkObserver, suspicion: LinkingSuspicion, calls: list[ApiCall],
+    engine: list[float],
+) -> tuple[list[Any], list[int]]:
+    """What `observe_many` stands for: each call's suspicion, then its observations; the
+    index of each call that raised."""
+    out: list[Any] = []
+    failed: list[int] = []
+    for n, (call, engine_suspicion) in enumerate(zip(calls, engine, strict=True)):
+        try:
+            out += observer.observe(call, suspicion.update(call, engine_suspicion))
+        except ValueError:
+            failed.append(n)
+    return out, failed
+
+
+def linked_together(
+    observer: LinkObserver, suspicion: LinkingSuspicion, calls: list[ApiCall],
+    engine: list[float],
+) -> tuple[list[Any], list[int]]:
+    """`observe_many` over `calls`, going on after each call that raised, as a drain does."""
+    out: list[Any] = []
+    failed: list[int] = []
+    start = 0
+    while True:
+        observations, done, error = observer.observe_many(calls[start:], engine[start:],
+                                                          suspicion)
+        out += observations
+        if error is None:
+            return out, failed
+        assert isinstance(error, ValueError)
+        failed.append(start + done)
+        start += done + 1
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_observing_many_calls_at_once_is_observing_each(seed: int) -> None:
+    """The drain's link stage over a slice of calls: the same observations, account
+    arrays and share suspicions as a call at a time, including around a call the
+    observer refuses (an event time that is not finite, past the share's update)."""
+    calls = random_calls(seed, accounts=40, count=3000, refresh_s=1800) + shaped_calls(
+        seed, accounts=30, count=2000)
+    rng = random.Random(seed)
+    bad = sorted(rng.sample(range(len(calls)), 3))
+    for n in bad:
+        calls[n] = ApiCall(**{**{f: getattr(calls[n], f) for f in calls[n].__struct_fields__},
+                              "ts": float("nan")})
+    engine = [rng.choice([0.0, 0.5, rng.random()]) for _ in calls]
+    one = (LinkObserver(), LinkingSuspicion(ExtractionShareSuspicion()))
+    many = (LinkObserver(), LinkingSuspicion(ExtractionShareSuspicion()))
+    expected = linked_one_by_one(*one, calls, engine)
+    got = linked_together(*many, calls, engine)
+    assert expected[1] == bad
+    assert got == expected
+    assert len(expected[0]) > len(calls) // 10
+    accounts = {call.account_id for call in calls}
+    assert states(many[0], accounts) == states(one[0], accounts)
+    for account in accounts:
+        a, b = one[1].share.export_account(account), many[1].share.export_account(account)
+        assert a is not None and b is not None and a.tolist() == b.tolist()
+
+
+def test_observing_many_wants_a_suspicion_per_call() -> None:
+    calls = random_calls(1, accounts=3, count=5, refresh_s=1800)
+    with pytest.raises(ValueError, match="5 calls but 4 suspicions"):
+        LinkObserver().observe_many(calls, [0.0] * 4, LinkingSuspicion())

@@ -84,3 +84,23 @@ class BehaviourCore:
 def register_call_type(call_type: type) -> None:
     """Read the slot offsets of `models.records.ApiCall` once: the cores then read a call's
     fields by its slots (`native/src/fields.rs`), and any other object's by `getattr`."""
+
+class CallBuffer:
+    """`streams.ordering.EventTimeMerger`'s waiting calls, in event-time order."""
+
+    def __init__(self, many_runs: int = 8) -> None: ...
+    def __len__(self) -> int: ...
+    @property
+    def arrivals(self) -> int:
+        """Calls added so far: the arrival number of the latest (from 1)."""
+    def add(self, calls: list[Any]) -> float:
+        """Take calls in arrival order; the latest event time among them (-inf for none)."""
+    def settle(self, fold: bool = False) -> None:
+        """Sort what arrived into the runs; with `fold`, make them one."""
+    def median_time(self) -> float:
+        """The event time in the middle of everything waiting (-inf for nothing)."""
+    def take_through(self, limit: float) -> list[Any]:
+        """Remove and return every waiting call with event time <= `limit`, in order."""
+    def waiting_arrivals(self) -> list[int]: ...
+    def drop(self, unwanted: Any) -> None:
+        """Forget the waiting calls whose arrival numbers `unwanted` is true of."""

@@ -28,9 +28,9 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from itertools import chain
-from operator import attrgetter, itemgetter
 from typing import Generic, Protocol, TypeVar
+
+from distillwatch_native import CallBuffer
 
 
 class Timed(Protocol):
@@ -55,30 +55,21 @@ def order_key(call: Timed) -> tuple[float, str, str]:
     return (call.ts, call.tenant_id, call.account_id)
 
 
-# A waiting call as (ts, tenant_id, account_id, arrival seq, call): order_key, then arrival
-# order, compared as a plain tuple (seq is unique, so the call itself is never compared).
-_Entry = tuple[float, str, str, int, C]
-_event_time, _tenant, _account = attrgetter("ts"), attrgetter("tenant_id"), attrgetter("account_id")
-_entry_time, _entry_call = itemgetter(0), itemgetter(4)
-
-
 class EventTimeMerger(Generic[C]):
     """Buffers calls per partition and releases them in event-time order.
 
     Each release is sorted by `order_key`, equal keys in the order they were added, so
     a replay of the same records, released at the same points, gives the same order.
 
-    How the calls wait, so that a call costs a few tuple comparisons in C (a heap would
-    cost a Python-level push and pop of log n comparisons each): those added since the
-    last `release` in one list, in arrival order; the rest in runs, each sorted. A
-    release sorts what arrived into a new run (`list.sort` finds the sorted stretches of
-    the records and merges them), takes the prefix of each run up to the limit by
-    bisection, and merges those prefixes (`list.sort` again). So a call is sorted on the
-    first release after it arrives and merged once more on the one that lets it go.
-
-    Many runs would make each release bisect many: from `_MANY_RUNS` on, the newest runs
-    no larger than what is being sorted are folded into the new run. A fold at least
-    doubles the run a call is in, so it is folded again only a few times.
+    The calls wait in a `CallBuffer` (`native/src/order.rs`): those added since the last
+    release in arrival order, the rest in runs, each sorted. A release sorts what arrived
+    into a new run, takes the prefix of each run up to the limit and merges those
+    prefixes, so a call is sorted on the first release after it arrives and merged once
+    more on the one that lets it go. Many runs would make each release cut many: from
+    `_MANY_RUNS` on, the newest runs no larger than what is being sorted are folded into
+    the new run. A fold at least doubles the run a call is in, so it is folded again only
+    a few times. This was Python on tuples of each call's key until the fifteenth pass of
+    bench/PROFILE.md; `tests/streams/test_ordering.py` holds it to a heap of those tuples.
     """
 
     _MANY_RUNS = 8
@@ -86,9 +77,7 @@ class EventTimeMerger(Generic[C]):
     def __init__(self, idle_s: float = 1.0, max_hold_s: float = 2.0,
                  max_buffered: int = 200_000) -> None:
         self.idle_s, self.max_hold_s, self.max_buffered = idle_s, max_hold_s, max_buffered
-        self._arrived: list[_Entry[C]] = []  # added since the last release, in arrival order
-        self._runs: list[list[_Entry[C]]] = []  # each sorted, none empty
-        self._seq = 0  # keeps arrival order among equal keys
+        self._buffer = CallBuffer(self._MANY_RUNS)
         self._progress: dict[int, float] = {}  # partition -> latest event time received
         self._last_seen: dict[int, float] = {}  # partition -> wall clock of its last record
         # Records not yet wholly released, oldest first: (arrival, latest event time in it).
@@ -97,26 +86,19 @@ class EventTimeMerger(Generic[C]):
         self.limit = float("-inf")  # event time through which the last release let calls go
 
     def __len__(self) -> int:
-        return len(self._arrived) + sum(map(len, self._runs))
+        return len(self._buffer)
 
     @property
     def arrivals(self) -> int:
         """How many calls were added so far, which is the arrival number of the latest
         (they number from 1, in the order `add` took them; `drop` is given them)."""
-        return self._seq
+        return self._buffer.arrivals
 
     def add(self, partition: int, calls: Iterable[C], now: float) -> float:
         """Take the calls of one record of `partition`, received at `now` (monotonic s);
         returns the latest event time among them (-inf for none)."""
-        if not isinstance(calls, list | tuple):
-            calls = list(calls)
-        times = list(map(_event_time, calls))
-        seq = self._seq
-        self._seq = seq + len(calls)
-        self._arrived += zip(times, map(_tenant, calls), map(_account, calls),
-                             range(seq + 1, seq + 1 + len(calls)), calls, strict=True)
+        record_latest = self._buffer.add(calls if isinstance(calls, list) else list(calls))
         latest = self._progress.get(partition, float("-inf"))
-        record_latest = max(times, default=float("-inf"))
         self._progress[partition] = max(latest, record_latest)
         self._last_seen[partition] = now
         if record_latest > float("-inf"):
@@ -155,8 +137,8 @@ class EventTimeMerger(Generic[C]):
     def release(self, now: float, lagging: Collection[int] = ()) -> list[C]:
         """The calls that may go on now, in event-time order. `lagging`: partitions whose
         consumer has not reached their end (records wait in the topic for them)."""
-        arrived, runs, waiting = self._arrived, self._runs, self._waiting
-        if not arrived and not runs:
+        buffer, waiting = self._buffer, self._waiting
+        if not len(buffer):
             waiting.clear()
             self.limit = float("inf")
             return []
@@ -170,26 +152,11 @@ class EventTimeMerger(Generic[C]):
                 limit = max(limit, behind)
                 break
             limit = max(limit, waiting.popleft()[1])
-        overflow = len(self) > self.max_buffered
-        if arrived:
-            self._arrived = []
-            first = len(runs)
-            if first >= self._MANY_RUNS:
-                batch = len(arrived)
-                while first and len(runs[first - 1]) <= batch:
-                    first -= 1
-                    batch += len(runs[first])
-            runs.append(arrived)
-            self._merge_runs(0 if overflow else first)
-        elif overflow:
-            self._merge_runs(0)
-        if overflow:
-            # One run now, so its middle is the median: everything up to the median event
-            # time goes, at least the older half.
-            (run,) = runs
-            limit = max(limit, run[len(run) // 2][0])
+        if len(buffer) > self.max_buffered:
+            # Everything up to the median event time goes, at least the older half.
+            limit = max(limit, buffer.median_time())
         self.limit = limit
-        out = self._take_through(limit)
+        out: list[C] = buffer.take_through(limit)
         if out:
             self._released_to = max(self._released_to, out[-1].ts)
         while waiting and waiting[0][1] <= self._released_to:
@@ -198,45 +165,12 @@ class EventTimeMerger(Generic[C]):
 
     def waiting_arrivals(self) -> Iterator[int]:
         """The arrival numbers of the calls waiting, in no particular order."""
-        for entry in chain(self._arrived, *self._runs):
-            yield entry[3]
+        return iter(self._buffer.waiting_arrivals())
 
     def drop(self, unwanted: Callable[[int], bool]) -> None:
         """Forget the waiting calls whose arrival numbers (as `add` gave them) are
         `unwanted`."""
-        self._arrived = [e for e in self._arrived if not unwanted(e[3])]
-        self._runs = [run for run in ([e for e in r if not unwanted(e[3])] for r in self._runs)
-                      if run]
-
-    def _merge_runs(self, first: int) -> None:
-        """Make the runs from index `first` on one sorted run."""
-        runs = self._runs
-        if len(runs) - first == 1:
-            runs[first].sort()
-        elif len(runs) - first > 1:
-            merged = list(chain.from_iterable(runs[first:]))
-            merged.sort()
-            runs[first:] = [merged]
-
-    def _take_through(self, limit: float) -> list[C]:
-        """Remove and return every waiting call with event time <= `limit`, in order."""
-        taken: list[list[_Entry[C]]] = []
-        kept: list[list[_Entry[C]]] = []
-        for run in self._runs:
-            cut = bisect_right(run, limit, key=_entry_time)
-            if cut == len(run):
-                taken.append(run)
-                continue
-            if cut:
-                taken.append(run[:cut])
-                del run[:cut]
-            kept.append(run)
-        self._runs = kept
-        if len(taken) > 1:
-            merged = list(chain.from_iterable(taken))
-            merged.sort()
-            taken = [merged]
-        return list(map(_entry_call, taken[0])) if taken else []
+        self._buffer.drop(unwanted)
 
 
 class OrderedRecords(Generic[C]):

@@ -28,6 +28,7 @@ use fields::{f, field};
 mod behaviour;
 mod fields;
 mod minutes;
+mod order;
 mod share;
 
 // A strict JSON reader for the contract's event --------------------------------------------
@@ -1696,6 +1697,7 @@ fn distillwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<minutes::MinuteCounts>()?;
     m.add_class::<share::ShareCore>()?;
     m.add_class::<EdgeCall>()?;
+    m.add_class::<order::CallBuffer>()?;
     m.add_class::<EdgeDecoder>()?;
     m.add_function(wrap_pyfunction!(encode_calls, m)?)?;
     m.add_function(wrap_pyfunction!(fields::register_call_type, m)?)?;

@@ -6,6 +6,7 @@ import random
 from collections.abc import Iterable
 
 import pytest
+from distillwatch_native import EdgeCall
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -168,6 +169,7 @@ class HeapEventTimeMerger(EventTimeMerger):
                  max_buffered: int = 200_000) -> None:
         super().__init__(idle_s, max_hold_s, max_buffered)
         self._heap: list[tuple[float, str, str, int, ApiCall]] = []
+        self._seq = 0
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -398,3 +400,53 @@ def test_a_revoked_partition_with_nothing_let_go_resumes_at_its_first_record() -
     order2.add(1, 5, [call(1, "x")], now=0)
     order2.release(now=0)
     assert order2.forget([0]) == {0: 22}  # a record given alone is its own start
+
+
+def test_keys_compare_as_python_compares_them_for_calls_of_either_kind() -> None:
+    """Tenants and accounts order by code point (non-ASCII and lone surrogates too), at
+    equal event times, whether the calls are `ApiCall`s (detect) or `EdgeCall`s (the
+    edge); equal keys keep their arrival order."""
+    names = ["a", "B", "é", "z", "\ud800", "\U0001f600", "aa", "", "ß"]
+    rng = random.Random(7)
+    keys = [(rng.choice([1.0, 2.0]), rng.choice(names), rng.choice(names)) for _ in range(300)]
+    api = [ApiCall(f"e{n}", ts, tenant, account, "m", 200, 1, 1)
+           for n, (ts, tenant, account) in enumerate(keys)]
+    edge = [EdgeCall(ts, tenant, account, 0, str(n).encode())
+            for n, (ts, tenant, account) in enumerate(keys)]
+    expected = sorted(range(len(keys)), key=lambda n: keys[n])  # stable: arrival order
+    for calls, name in ((api, lambda c: int(c.event_id[1:])),
+                        (edge, lambda c: int(c.payload))):
+        merger: EventTimeMerger = EventTimeMerger()
+        merger.assign([0, 1], 0.0)
+        merger.add(0, calls[:150], 0.0)
+        merger.add(1, calls[150:], 0.0)
+        assert [name(c) for c in merger.release(math.inf)] == expected
+
+
+def test_a_record_with_a_call_the_merger_cannot_order_is_refused_whole() -> None:
+    merger: EventTimeMerger = EventTimeMerger()
+    bad = ApiCall("e2", 2.0, "t", 5, "m", 200, 1, 1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        merger.add(0, [call(1.0), bad], 0.0)
+    assert len(merger) == 0 and merger.arrivals == 0
+    merger.add(0, [call(3.0)], 0.0)
+    assert merger.arrivals == 1
+
+
+def test_a_drop_that_fails_drops_nothing() -> None:
+    merger: EventTimeMerger = EventTimeMerger()
+    merger.assign([0, 1], 0.0)
+    merger.add(0, [call(float(n)) for n in range(10)], 0.0)
+    assert merger.release(0.0) == []  # partition 1 holds them back, sorted into a run
+    merger.add(0, [call(20.0), call(21.0)], 0.0)
+
+    def unwanted(seq: int) -> bool:
+        if seq == 11:
+            raise RuntimeError("no")
+        return True
+
+    with pytest.raises(RuntimeError):
+        merger.drop(unwanted)
+    assert len(merger) == 12
+    merger.drop(lambda seq: seq % 2 == 0)
+    assert [c.ts for c in merger.release(math.inf)] == [0.0, 2.0, 4.0, 6.0, 8.0, 20.0]

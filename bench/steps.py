@@ -5,9 +5,9 @@
 The steps of `streams.pipeline`, in its order, on the throughput bench's traffic in
 records of 1,000 events: validating at the edge (the Rust reader of `streams.edge`),
 re-keying and encoding for the internal topic (its payloads joined), decoding there,
-ordering in event time, the detection engine, linking suspicion,
-the link observer and its records, the ClickHouse sink's buffering and row building (no
-insert), and one snapshot per account. The worker's CPU per event
+ordering in event time, the detection engine, the link stage (share suspicion and link
+observer, over slices of calls as a drain runs it) and its records, the ClickHouse sink's
+buffering and row building (no insert), and one snapshot per account. The worker's CPU per event
 (`python -m bench.throughput`) minus the total here is what Kafka, Faust, asyncio and
 the ClickHouse insert cost on top. After the total, what the Python edge (`decode_calls`,
 then msgspec's encoding) costs for the same records, for comparison. The collector runs
@@ -37,6 +37,7 @@ from streams.internal import (
     group_by_partition,
 )
 from streams.ordering import EventTimeMerger
+from streams.pipeline import LINK_SLICE_CALLS
 from streams.sinks import ClickHouseSink
 from streams.statestore import encode_account
 
@@ -108,15 +109,17 @@ def main() -> None:
             engine_suspicion.append(engine.last_suspicion)
 
     step("detection engine", detect)
-    linking = step("linking suspicion", lambda: [
-        suspicion.update(c, s) for c, s in zip(ready, engine_suspicion, strict=True)])
     observations: list[LinkObservation] = []
 
-    def observe() -> None:
-        for call, suspect in zip(ready, linking, strict=True):
-            observations.extend(observer.observe(call, suspect))
+    def link() -> None:
+        for i in range(0, n, LINK_SLICE_CALLS):
+            made, _, error = observer.observe_many(
+                ready[i:i + LINK_SLICE_CALLS], engine_suspicion[i:i + LINK_SLICE_CALLS],
+                suspicion)
+            assert error is None, error
+            observations.extend(made)
 
-    step("link observer", observe)
+    step("link stage: share suspicion and link observer", link)
     step("link observations: group and encode", lambda: [
         encode_observations(group)
         for group in group_by_partition(observations, "hub", PARTITIONS).values()])

@@ -44,7 +44,7 @@ from models.linking.observe import LinkObservation, LinkObserver
 from models.linking.suspicion import LinkingSuspicion
 from models.records import ApiCall
 from schemas.alert import Alert
-from schemas.decode import Rejection, decode_verdict
+from schemas.decode import MAX_BATCH_EVENTS, Rejection, decode_verdict
 from schemas.feedback import AnalystVerdict
 from streams import memory
 from streams.clickhouse import connect, migrate, query_rows
@@ -109,7 +109,10 @@ STREAM_BUFFER_RECORDS = 64  # internal records Faust buffers per stream
 # pausing the others, which drops what it had fetched of them: at 50,000 nearly every take
 # of a backlog paused partitions, and the worker read 500,000 single events at 16,876
 # events/s against 31,027 at this bound (bench/PROFILE.md, "Thirteenth pass"). The input
-# order's `max_buffered` (200,000) still bounds what is held.
+# order's `max_buffered` (200,000) still bounds what is held, and takes are cut to the room
+# left under it (`IngestBudget.fitting`): past it the order lets calls go ahead of a
+# partition still behind, and a take of a few dozen batches overshot it (the spill bench
+# then saw calls an hour of event time out of order; bench/PROFILE.md, "Fifteenth pass").
 HOLD_CALLS = 150_000
 INGEST_IDLE_S = 0.1
 INGEST_IN_FLIGHT = 4  # fetched batches whose sends may await acknowledgement at once
@@ -170,7 +173,7 @@ class IngestBudget:
     """How many input records to take at once so that their values come to about
     `take_bytes`: from the mean size of the records last taken, at most `max_records`.
     Single events (about 1 KB) are taken `max_records` at a time; records of 1,000 events
-    (about 750 KB) a few dozen."""
+    (about 750 KB) a few dozen. And no more than the input order has room for (`fitting`)."""
 
     def __init__(self, take_bytes: int, max_records: int) -> None:
         self.take_bytes = take_bytes
@@ -178,12 +181,21 @@ class IngestBudget:
         # Until sizes are known, a few: a first take of the largest count could be a
         # backlog of batches, hundreds of megabytes (and a heap the worker keeps).
         self.records = min(max_records, FIRST_TAKE_RECORDS)
+        self.calls_per_record = 1.0  # in the records last taken
 
-    def took(self, count: int, size: int) -> None:
-        """Learn from the `count` records just taken, `size` bytes of values in all."""
+    def took(self, count: int, size: int, calls: int) -> None:
+        """Learn from the `count` records just taken, `size` bytes of values and `calls`
+        valid calls in all."""
         if count:
             mean = size / count
             self.records = max(1, min(self.max_records, int(self.take_bytes // max(mean, 1))))
+            self.calls_per_record = max(calls / count, 1.0)
+
+    def fitting(self, room: int) -> int:
+        """Records to take when the input order has room for `room` more calls: `records`,
+        but no more than fill the room at the calls per record last seen, and at least
+        one (a partition holding the others back must deliver for any to go)."""
+        return max(1, min(self.records, int(room // self.calls_per_record)))
 
 
 def _fetch_size_per_partition(partitions: int) -> int:
@@ -411,8 +423,12 @@ class Pipeline:
                 moves = self._input_moves
                 # Calls waiting for a quiet partition go once it has been quiet for
                 # INGEST_IDLE_S: look again by then, whether input comes or not.
-                runs = await consumer.take(budget.records, 0.05 if len(order) else 0.2,
-                                           wanted, commit)
+                # Past `max_buffered` the order lets calls go ahead of a partition still
+                # behind (out of event-time order): take no more than fits, keeping room
+                # for one record of the largest batch.
+                room = order.merger.max_buffered - MAX_BATCH_EVENTS - len(order)
+                runs = await consumer.take(budget.fitting(room),
+                                           0.05 if len(order) else 0.2, wanted, commit)
                 commit = {}
                 # Under the lock the hand-over takes: partitions cannot move between the
                 # look at the assignment and the sends of this batch.
@@ -426,14 +442,15 @@ class Pipeline:
                     now = time.monotonic()
                     # (what waited of partitions revoked since, the hand-over has dropped)
                     order.merger.assign(sorted(assigned), now)
-                    budget.took(sum(len(run.offsets) for run in runs),
-                                sum(run.size for run in runs))
                     lagging = consumer.lagging(assigned)
+                    valid = self.stats.events_valid
                     if runs or len(order):
                         sent, done = await self._ingest_batch(runs, lagging, now)
                         in_flight.append((asyncio.ensure_future(asyncio.gather(*sent)), done))
                         if len(in_flight) > INGEST_IN_FLIGHT:
                             await in_flight[0][0]
+                    budget.took(sum(len(run.offsets) for run in runs),
+                                sum(run.size for run in runs), self.stats.events_valid - valid)
                 # Calls pile up waiting for a partition that is behind: read it first.
                 wanted = order.merger.holding_back(lagging) if len(order) > HOLD_CALLS else []
                 while in_flight and in_flight[0][0].done():

@@ -59,7 +59,7 @@ def test_the_input_is_taken_in_counts_that_follow_the_size_of_its_records() -> N
     budget = pipeline_module.IngestBudget(take_bytes=1_000_000, max_records=2_000)
 
     def take(*sizes: int | None) -> int:
-        budget.took(len(sizes), sum(n or 0 for n in sizes))
+        budget.took(len(sizes), sum(n or 0 for n in sizes), len(sizes))
         return budget.records
 
     # Before any size is known a backlog of batches must not come in all at once.
@@ -70,6 +70,21 @@ def test_the_input_is_taken_in_counts_that_follow_the_size_of_its_records() -> N
     assert take() == 10  # an empty take teaches nothing
     assert take(5_000_000) == 1  # one record over the budget: still one at a time
     assert take(None, None) == 2_000  # tombstones (no value) weigh nothing
+
+
+def test_a_take_is_cut_to_the_room_left_in_the_input_order() -> None:
+    """Past its `max_buffered` the input order lets calls go ahead of a partition still
+    behind: the ingest takes no more records than fill the room left, at the calls per
+    record it last saw, and at least one (the partition behind must deliver)."""
+    budget = pipeline_module.IngestBudget(take_bytes=32_000_000, max_records=8_000)
+    budget.took(40, 40 * 750_000, 40 * 1_000)  # batches of 1,000 events
+    assert budget.records == 42
+    assert budget.fitting(1_000_000) == 42  # room for more than the bytes allow
+    assert budget.fitting(25_500) == 25
+    assert budget.fitting(999) == 1
+    assert budget.fitting(-5_000) == 1
+    budget.took(8_000, 8_000_000, 7_000)  # single events, some invalid: one call a record
+    assert budget.fitting(25_500) == 8_000 and budget.fitting(3_000) == 3_000
 
 
 @pytest.mark.parametrize("partitions", [1, 4, 12, 48])

@@ -801,7 +801,8 @@ class Pipeline:
     async def _processing_error(
         self, exc: Exception, value: bytes | None, topic: str, message: Any | None
     ) -> None:
-        log.exception("failed to process a record of %s; dead-lettering it", topic)
+        # (`exc` may come back from the link stage's Rust loop rather than be raised here)
+        log.error("failed to process a record of %s; dead-lettering it", topic, exc_info=exc)
         rejection = Rejection("processing_error", f"{type(exc).__name__}: {exc}", value or b"")
         await self._dead_letter(rejection, topic, message)
 

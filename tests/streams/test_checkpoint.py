@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+from array import array
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +26,7 @@ from streams import pipeline as pipeline_module
 from streams.internal import partition_for
 from streams.pipeline import Pipeline
 from streams.settings import Settings
+from streams.sinks import ClickHouseSink
 from streams.statestore import SHARED_KEY, split_account_key
 from tests.models.linking.runs import simulated
 
@@ -645,3 +647,49 @@ def test_a_long_drain_sweeps_by_event_time_and_leaves_the_writing_to_the_checkpo
     assert stored == {call.account_id for call in run}
     assert pipeline.stats.state_written == len(stored)
     assert pipeline._dirty == set() and pipeline._unwritten == set()
+
+
+def test_a_call_the_link_stage_refuses_is_dead_lettered_and_the_drain_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The link stage runs over slices of a drain's calls in one Rust call. A call it
+    refuses (here its account's observer array is of another size) is dead-lettered with
+    the reason and left out of the sink's counts; the calls after it, in its slice and
+    the next, are observed and counted."""
+    pipeline = Pipeline(Settings(state_dir=tmp_path, clickhouse_url=None, state_store=False))
+    pipeline._next_tick = math.inf
+    pipeline.sink = ClickHouseSink(None, "db")  # type: ignore[arg-type]  # never flushed
+    letters: list[tuple[str, str]] = []
+    observed: list[str] = []
+
+    async def dead_letter(rejection: Any, topic: str, message: Any) -> None:
+        letters.append((rejection.kind, rejection.reason))
+
+    async def record(_output: Any, _topic: Any, items: list[Any], _encode: Any,
+                     partition: int) -> list[Any]:
+        observed.extend(item.account_id for item in items)
+        return []
+
+    async def emit(alert: Any) -> None:
+        pass
+
+    monkeypatch.setattr(pipeline, "_dead_letter", dead_letter)
+    monkeypatch.setattr(pipeline, "_emit", emit)
+    monkeypatch.setattr(pipeline_module, "_send_chunks", record)
+    monkeypatch.setattr(pipeline_module, "LINK_SLICE_CALLS", 4)
+    pipeline.observer.import_account("key_2", array("I", [0, 0, 0]))
+    run = [ApiCall(f"e{i}", 1_800_000_000.0 + i, "org", f"key_{i}", "m", 200, 10, 100,
+                   ip=f"10.0.{i}.1") for i in range(10)]
+
+    async def drain() -> None:
+        pipeline.merger.add(0, run, now=0.0)
+        await pipeline._drain(everything=True)
+
+    asyncio.run(drain())
+    assert letters == [("processing_error", "ValueError: an account state of another size")]
+    assert pipeline.stats.events_detected == 10
+    accounts = {f"key_{i}" for i in range(10)}
+    assert set(observed) == accounts - {"key_2"}  # key_3 in its slice, key_4..key_9 after
+    columns = pipeline.sink._minutes.columns(100)
+    counted = dict(zip(columns[2], columns[3], strict=True))  # account -> requests
+    assert counted == {account: 1 for account in accounts - {"key_2"}}

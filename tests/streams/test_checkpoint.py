@@ -556,7 +556,7 @@ class Drained:
 
 
 def drain_in_one(run: list[ApiCall], path: Path, monkeypatch: pytest.MonkeyPatch, *,
-                 link_slice: int, sweeps: bool) -> Drained:
+                 observations_slice: int, sweeps: bool) -> Drained:
     """A fresh pipeline (its store in memory, no ticks) takes `run` in one drain, as from a
     backlog; sweeps are due from the start if `sweeps`, else never."""
     pipeline = Pipeline(Settings(state_dir=path, clickhouse_url=None))
@@ -578,7 +578,8 @@ def drain_in_one(run: list[ApiCall], path: Path, monkeypatch: pytest.MonkeyPatch
         await pipeline._drain(everything=True)
 
     monkeypatch.setattr(pipeline_module, "_send_chunks", record)
-    monkeypatch.setattr(pipeline_module, "LINK_SLICE_CALLS", link_slice)
+    monkeypatch.setattr(pipeline_module, "OBSERVATIONS_SLICE", observations_slice)
+    monkeypatch.setattr(pipeline_module, "LINK_SLICE_CALLS", 50)
     monkeypatch.setattr(pipeline, "_emit", emit)
     asyncio.run(drain())
     return drained
@@ -587,16 +588,15 @@ def drain_in_one(run: list[ApiCall], path: Path, monkeypatch: pytest.MonkeyPatch
 def test_a_long_drain_sends_its_link_observations_in_slices_all_of_them_in_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A drain of a backlog runs the link stage over slices of its calls and sends their
-    observations as it goes (else they pile up: about three per call); what it sends is
-    what one send at its end sends."""
+    """A drain of a backlog sends link observations as it makes them (else they pile up:
+    about three per call); what it sends is what one send at its end sends."""
     run = simulated("hydra", duration_s=1800.0, fleet_scale=0.2).calls
     sliced = drain_in_one(run, tmp_path / "sliced", monkeypatch,
-                          link_slice=200, sweeps=False)
+                          observations_slice=200, sweeps=False)
     # Sent while the drain went on, not all at its end.
     assert len({held for held, _, _ in sliced.sends}) > 3
     whole = drain_in_one(run, tmp_path / "whole", monkeypatch,
-                         link_slice=10**9, sweeps=False)
+                         observations_slice=10**9, sweeps=False)
     assert len({held for held, _, _ in whole.sends}) == 1
     assert sum(map(len, whole.by_partition().values())) > 3 * 200
     assert sliced.by_partition() == whole.by_partition()
@@ -608,20 +608,21 @@ def test_a_long_drain_packs_the_accounts_that_go_idle_in_it_and_alerts_as_withou
     """Two hours of a hydra campaign in one drain (a backlog): sweeping on the way packs
     accounts and unpacks them at their next call, and changes no alert and no link
     observation against the same drain without sweeps. The drain sweeps when event time
-    says so, however few calls it has taken since the last slice of the link stage (which
-    runs over the calls before each sweep: a packed account takes its link state along)."""
+    says so, however few link observations its calls make (none sent before its end); the
+    link stage runs over the calls before each sweep, as a packed account takes its link
+    state along."""
     run = simulated("hydra", duration_s=7200.0, fleet_scale=0.2).calls
     swept = drain_in_one(run, tmp_path / "swept", monkeypatch,
-                         link_slice=10**9, sweeps=True)
+                         observations_slice=10**9, sweeps=True)
     whole = drain_in_one(run, tmp_path / "whole", monkeypatch,
-                         link_slice=10**9, sweeps=False)
+                         observations_slice=10**9, sweeps=False)
     assert swept.pipeline.stats.accounts_packed > 0
     assert swept.pipeline.stats.accounts_unpacked > 0
     assert whole.pipeline.stats.accounts_packed == 0
-    # At the drain's end (the last send), the accounts idle for minutes are not live.
+    # At the drain's end (its one send), the accounts idle for minutes are not live.
+    (held_swept,) = {held for held, _, _ in swept.sends}
     (held_whole,) = {held for held, _, _ in whole.sends}
-    assert len({held for held, _, _ in swept.sends}) > 1
-    assert swept.sends[-1][0] < held_whole
+    assert held_swept < held_whole
     assert len(swept.alerts) > 0 and swept.alerts == whole.alerts
     assert swept.by_partition() == whole.by_partition()
 
@@ -635,7 +636,7 @@ def test_a_long_drain_sweeps_by_event_time_and_leaves_the_writing_to_the_checkpo
     checkpoint writes every account the drain touched, packed or live, once."""
     run = simulated("hydra", duration_s=7200.0, fleet_scale=0.2).calls
     drained = drain_in_one(run, tmp_path / "swept", monkeypatch,
-                           link_slice=10**9, sweeps=True)
+                           observations_slice=10**9, sweeps=True)
     pipeline = drained.pipeline
     store = pipeline.store
     assert isinstance(store, MemoryStore)

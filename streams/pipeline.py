@@ -129,6 +129,9 @@ OBSERVATIONS_SLICE = 30_000
 CLUSTER_LATENESS_S = 120.0
 DRAIN_EVERY_S = 0.25  # wall-clock seconds between checks for calls the merger may release
 EXPIRE_EVERY_S = 600.0  # event-time seconds between sweeps of idle linking state
+# Event-time seconds a link-observation partition may be behind the latest before the
+# link stage's expiry stops waiting for it (`link_low_watermark`).
+LINK_PARTITION_IDLE_S = 6 * 3600.0
 EVICT_EVERY_S = 60.0  # event-time seconds between sweeps packing idle accounts or evicting them
 SWEEP_EVERY_S = 60.0  # ... and wall-clock seconds, for when event time stands still
 # Event-time seconds without a call before an account may be packed to keep the live ones
@@ -239,6 +242,26 @@ async def _send_chunks(
     ]
 
 
+def link_low_watermark(latest: dict[int, float]) -> float:
+    """The event time up to which the link stage may expire its evidence: the least of
+    its partitions' latest observations (`latest`, partition -> event time).
+
+    A link key's observations all come to one partition, in event-time order from each
+    detect worker, so a key is expired only once its own partition is past the point
+    where it would start afresh: the expiry stays output-neutral however unevenly the
+    partitions are read. (Expired at the latest of any partition, a three-hour backlog's
+    campaigns named a fraction of their accounts when its partitions were read further
+    apart: bench/PROFILE.md, "Sixteenth pass".) A partition more than
+    `LINK_PARTITION_IDLE_S` behind the latest is left out, so that one gone quiet does
+    not hold expiry back for good: the next observation there is a new call's, about as
+    late as the others.
+    """
+    if not latest:
+        return -math.inf
+    top = max(latest.values())
+    return min(ts for ts in latest.values() if ts >= top - LINK_PARTITION_IDLE_S)
+
+
 def stamp(alert: Alert) -> Alert:
     """The alert with `detected_at` set to now (wall clock): the moment it is emitted."""
     return alert.model_copy(update={"detected_at": datetime.now(UTC)})
@@ -278,6 +301,9 @@ class Pipeline:
         self._next_tick = -math.inf
         self._next_observer_expiry = -math.inf
         self._next_evidence_expiry = -math.inf
+        # Link-observation partition -> latest event time of the observations read from it
+        # (`link_low_watermark`).
+        self._link_latest: dict[int, float] = {}
         self.watermark = 0.0  # max event time (epoch seconds) this worker has seen
         self._dead_lettered = 0
         self._taken: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset taken
@@ -763,12 +789,14 @@ class Pipeline:
     async def _link(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         """Evidence per link key: which accounts share it, and how much that means."""
         evidence, topic = self.evidence, self.settings.internal_topic_link_observations
-        watermark = -math.inf
+        latest = self._link_latest
         async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
             edges: list[LinkEdge] = []
             for record in batch:
                 if not self._first_delivery(record.message):
                     continue
+                partition = record.message.partition
+                watermark = latest.get(partition, -math.inf)
                 try:
                     for observation in decode_observations(record.value):
                         edges.extend(evidence.add(observation))
@@ -776,12 +804,14 @@ class Pipeline:
                             watermark = observation.ts
                 except Exception as exc:  # a defect must not stop linking
                     await self._processing_error(exc, record.value, topic, record.message)
+                latest[partition] = watermark
             if edges:
                 await _send_chunks(self.output, self.settings.internal_topic_campaign_edges,
                                    edges, encode_edges, 0)
-            if watermark >= self._next_evidence_expiry:
-                evidence.expire(watermark)
-                self._next_evidence_expiry = next_boundary(watermark, EXPIRE_EVERY_S)
+            low = link_low_watermark(latest)
+            if low >= self._next_evidence_expiry:
+                evidence.expire(low)
+                self._next_evidence_expiry = next_boundary(low, EXPIRE_EVERY_S)
             yield None
 
     async def _cluster(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
@@ -1091,6 +1121,10 @@ class Pipeline:
     async def _on_partitions_revoked(self, app: faust.App, revoked: set[Any], **_: Any) -> None:
         """Before partitions move: process what is buffered, snapshot, let go of them."""
         name = self.settings.internal_topic_by_account
+        links = self.settings.internal_topic_link_observations
+        for tp in revoked:
+            if tp.topic == links:  # its keys' next observations go to another worker
+                self._link_latest.pop(tp.partition, None)
         gone = {tp.partition for tp in revoked if tp.topic == name} & self._held
         if gone:
             await self._release(gone)

@@ -6,7 +6,8 @@ The steps of `streams.pipeline`, in its order, on the throughput bench's traffic
 records of 1,000 events: validating at the edge (the Rust reader of `streams.edge`),
 re-keying and encoding for the internal topic (its payloads joined), decoding there,
 ordering in event time, the detection engine, the link stage (share suspicion and link
-observer, over slices of calls as a drain runs it) and its records, the ClickHouse sink's
+observer, over slices of calls as a drain runs it) and its records, the link agent (the
+records decoded and counted into the key evidence), the ClickHouse sink's
 buffering and row building (no insert), and one snapshot per account. The worker's CPU per event
 (`python -m bench.throughput`) minus the total here is what Kafka, Faust, asyncio and
 the ClickHouse insert cost on top. After the total, what the Python edge (`decode_calls`,
@@ -24,6 +25,7 @@ from typing import Any, TypeVar
 
 from bench._traffic import TrafficPlan, events
 from models.engine import DetectionEngine
+from models.linking.evidence import KeyEvidence, LinkEdge
 from models.linking.observe import LinkObservation, LinkObserver
 from models.linking.suspicion import LinkingSuspicion
 from models.records import ApiCall
@@ -32,6 +34,7 @@ from streams.edge import EdgeReader, encode_edge_calls, group_by_destination
 from streams.fast_decode import decode_calls
 from streams.internal import (
     decode_by_account,
+    decode_observations,
     encode_calls,
     encode_observations,
     group_by_partition,
@@ -120,9 +123,18 @@ def main() -> None:
             observations.extend(made)
 
     step("link stage: share suspicion and link observer", link)
-    step("link observations: group and encode", lambda: [
-        encode_observations(group)
-        for group in group_by_partition(observations, "hub", PARTITIONS).values()])
+    link_records = step("link observations: group and encode", lambda: [
+        encode_observations(group[i:i + 1000])
+        for group in group_by_partition(observations, "hub", PARTITIONS).values()
+        for i in range(0, len(group), 1000)])
+    evidence = KeyEvidence()
+    edges: list[LinkEdge] = []
+
+    def weigh() -> None:
+        for value in link_records:
+            evidence.add_many(decode_observations(value), edges)
+
+    step("link agent: decode observations, key evidence", weigh)
     sink = ClickHouseSink(_NoClickHouse(), "db")  # type: ignore[arg-type]
     step("ClickHouse sink: count calls", lambda: [
         sink.add_calls(ready[i:i + 20_000], scores[i:i + 20_000]) for i in range(0, n, 20_000)])

@@ -49,6 +49,24 @@ class ObserverCore:
         """For each call: `share.update`, the larger of it and the engine's suspicion,
         `observe`; stops at the first call that raises (how many were done, the error)."""
 
+class EvidenceCore:
+    """`models.linking.evidence.KeyEvidence`'s state and rules (the class checks the
+    parameters)."""
+    def __init__(self, edge_type: type, kind_weights: dict[str, float],
+                 purity_exponents: dict[str, float], max_members: int, member_ttl_s: float,
+                 suspicious_from: float, calm_below: float, calm_tolerance: float,
+                 emit_min: float, weight_step: float, suspicion_step: float,
+                 edge_refresh_s: float, sketch_size: int) -> None: ...
+    def __len__(self) -> int: ...
+    @property
+    def members_tracked(self) -> int: ...
+    def weight(self, kind: str, key: str) -> float: ...
+    def expire(self, watermark: float) -> int: ...
+    def add(self, obs: Any) -> list[Any]: ...
+    def add_many(self, observations: list[Any], edges: list[Any]) -> float:
+        """Observations counted in order, their edges appended to `edges`; their latest
+        event time (-inf for none)."""
+
 class MinuteCounts:
     """`streams.sinks.ClickHouseSink`'s per-minute rows of each account, in arrival order."""
 

@@ -795,16 +795,16 @@ class Pipeline:
             for record in batch:
                 if not self._first_delivery(record.message):
                     continue
-                partition = record.message.partition
-                watermark = latest.get(partition, -math.inf)
                 try:
-                    for observation in decode_observations(record.value):
-                        edges.extend(evidence.add(observation))
-                        if observation.ts > watermark:
-                            watermark = observation.ts
+                    ts = evidence.add_many(decode_observations(record.value), edges)
                 except Exception as exc:  # a defect must not stop linking
+                    # (the observations before the one it failed on are counted, their
+                    # edges sent; the partition's progress waits for its next record)
                     await self._processing_error(exc, record.value, topic, record.message)
-                latest[partition] = watermark
+                    continue
+                partition = record.message.partition
+                if ts > latest.get(partition, -math.inf):
+                    latest[partition] = ts
             if edges:
                 await _send_chunks(self.output, self.settings.internal_topic_campaign_edges,
                                    edges, encode_edges, 0)

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use fields::{f, field};
 
 mod behaviour;
+mod evidence;
 mod fields;
 mod minutes;
 mod order;
@@ -1696,6 +1697,7 @@ fn distillwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<behaviour::BehaviourCore>()?;
     m.add_class::<minutes::MinuteCounts>()?;
     m.add_class::<share::ShareCore>()?;
+    m.add_class::<evidence::EvidenceCore>()?;
     m.add_class::<EdgeCall>()?;
     m.add_class::<order::CallBuffer>()?;
     m.add_class::<EdgeDecoder>()?;

@@ -121,6 +121,12 @@ class InputConsumer:
                 "fetch.wait.max.ms": 50,
                 # What librdkafka prefetches while the worker is busy: a few fetches' worth.
                 "queued.max.messages.kbytes": 2 * fetch_bytes // 1024,
+                # Once the queue is that full, librdkafka waits this long before it
+                # fetches again (default 1 s): when the ingest then reads only the
+                # partition furthest behind, that partition came a second late, and a
+                # backlog's first seconds went by in single records (bench/PROFILE.md,
+                # "Sixteenth pass").
+                "fetch.queue.backoff.ms": 10,
             },
         )
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="input")

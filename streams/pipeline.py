@@ -729,6 +729,9 @@ class Pipeline:
                     if len(observations) >= OBSERVATIONS_SLICE:
                         await self._send_observations(observations)
                         observations = []
+                    # Let the other tasks in between slices: the ingest's next take
+                    # (read and parsed on the input thread meanwhile), the link agent.
+                    await asyncio.sleep(0)
                 if sweep:
                     # A drain of a backlog spans minutes or hours of event time: accounts
                     # that went idle in it are packed on the way, not after it, and those

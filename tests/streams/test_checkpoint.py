@@ -694,3 +694,34 @@ def test_a_call_the_link_stage_refuses_is_dead_lettered_and_the_drain_goes_on(
     columns = pipeline.sink._minutes.columns(100)
     counted = dict(zip(columns[2], columns[3], strict=True))  # account -> requests
     assert counted == {account: 1 for account in accounts - {"key_2"}}
+
+
+def test_a_long_drain_lets_other_tasks_run_between_its_slices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ingest and the link agent share the drain's event loop: a drain of a backlog
+    steps aside after each slice of the link stage, so the next input take is read on
+    the input thread while the drain goes on, instead of after it."""
+    pipeline = Pipeline(Settings(state_dir=tmp_path, clickhouse_url=None, state_store=False))
+    pipeline._next_tick = math.inf
+    monkeypatch.setattr(pipeline_module, "LINK_SLICE_CALLS", 10)
+    run = [ApiCall(f"e{i}", 1_800_000_000.0 + i, "org", f"key_{i % 7}", "m", 200, 10, 100)
+           for i in range(100)]
+    seen: list[float] = []  # the engine's event time each time the other task ran
+
+    async def other_task() -> None:
+        while True:
+            seen.append(pipeline.engine.watermark)
+            await asyncio.sleep(0)
+
+    async def drain() -> None:
+        pipeline.merger.add(0, run, now=0.0)
+        task = asyncio.ensure_future(other_task())
+        await asyncio.sleep(0)
+        await pipeline._drain(everything=True)
+        task.cancel()
+
+    asyncio.run(drain())
+    during = [ts for ts in seen if run[0].ts <= ts < run[-1].ts]
+    assert len(during) >= 8  # once after each slice of ten calls but the last
+    assert pipeline.stats.events_detected == 100

@@ -113,8 +113,6 @@ class CallBuffer:
         """Calls added so far: the arrival number of the latest (from 1)."""
     def add(self, calls: list[Any]) -> float:
         """Take calls in arrival order; the latest event time among them (-inf for none)."""
-    def settle(self, fold: bool = False) -> None:
-        """Sort what arrived into the runs; with `fold`, make them one."""
     def median_time(self) -> float:
         """The event time in the middle of everything waiting (-inf for nothing)."""
     def take_through(self, limit: float) -> list[Any]:

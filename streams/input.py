@@ -122,9 +122,9 @@ class InputConsumer:
                 # What librdkafka prefetches while the worker is busy: a few fetches' worth.
                 "queued.max.messages.kbytes": 2 * fetch_bytes // 1024,
                 # Once the queue is that full, librdkafka waits this long before it
-                # fetches again (default 1 s): when the ingest then reads only the
-                # partition furthest behind, that partition came a second late, and a
-                # backlog's first seconds went by in single records (bench/PROFILE.md,
+                # fetches again (default 1 s). When the ingest then reads only the
+                # partition furthest behind, that wait is the worker's: in a backlog's
+                # first second, one run here took nothing for 0.8 s (bench/PROFILE.md,
                 # "Sixteenth pass").
                 "fetch.queue.backoff.ms": 10,
             },

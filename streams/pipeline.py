@@ -249,12 +249,12 @@ def link_low_watermark(latest: dict[int, float]) -> float:
     A link key's observations all come to one partition, in event-time order from each
     detect worker, so a key is expired only once its own partition is past the point
     where it would start afresh: the expiry stays output-neutral however unevenly the
-    partitions are read. (Expired at the latest of any partition, a three-hour backlog's
-    campaigns named a fraction of their accounts when its partitions were read further
-    apart: bench/PROFILE.md, "Sixteenth pass".) A partition more than
-    `LINK_PARTITION_IDLE_S` behind the latest is left out, so that one gone quiet does
-    not hold expiry back for good: the next observation there is a new call's, about as
-    late as the others.
+    partitions are read. (Expired at the latest of any partition, a key of a partition
+    read behind the others could go before its own observations came, and start afresh:
+    tests/streams/test_link_expiry.py, bench/PROFILE.md, "Sixteenth pass".) A partition
+    more than `LINK_PARTITION_IDLE_S` behind the latest is left out, so that one gone
+    quiet does not hold expiry back for good: the next observation there is a new
+    call's, about as late as the others.
     """
     if not latest:
         return -math.inf

@@ -119,37 +119,7 @@ impl CallBuffer {
         Ok(latest)
     }
 
-    /// Sort what arrived into the runs; with `fold`, make every run one (whose middle
-    /// is then the median).
-    #[pyo3(signature = (fold = false))]
-    fn settle(&mut self, py: Python<'_>, fold: bool) {
-        let mut first = self.runs.len();
-        if !self.arrived.is_empty() {
-            let arrived = std::mem::take(&mut self.arrived);
-            if first >= self.many_runs {
-                let mut batch = arrived.len();
-                while first > 0 && self.runs[first - 1].len() <= batch {
-                    first -= 1;
-                    batch += self.runs[first].len();
-                }
-            }
-            self.runs.push(arrived.into());
-        } else if !fold {
-            return;
-        }
-        if fold {
-            first = 0;
-        }
-        if self.runs.len() - first == 1 {
-            let run = std::mem::take(&mut self.runs[first]);
-            self.runs[first] = sorted(py, run.into()).into();
-        } else if self.runs.len() - first > 1 {
-            let merged: Vec<Entry> = self.runs.drain(first..).flatten().collect();
-            self.runs.push(sorted(py, merged).into());
-        }
-    }
-
-    /// The event time in the middle of everything waiting (after `settle(fold=True)`,
+    /// The event time in the middle of everything waiting (after `settle(fold = true)`,
     /// the middle of the one run); -inf when nothing waits.
     fn median_time(&mut self, py: Python<'_>) -> f64 {
         self.settle(py, true);
@@ -201,5 +171,36 @@ impl CallBuffer {
         self.runs.retain(|run| !run.is_empty());
         self.len -= gone.len();
         Ok(())
+    }
+}
+
+impl CallBuffer {
+    /// Sort what arrived into the runs; with `fold`, make every run one (whose middle
+    /// is then the median).
+    fn settle(&mut self, py: Python<'_>, fold: bool) {
+        let mut first = self.runs.len();
+        if !self.arrived.is_empty() {
+            let arrived = std::mem::take(&mut self.arrived);
+            if first >= self.many_runs {
+                let mut batch = arrived.len();
+                while first > 0 && self.runs[first - 1].len() <= batch {
+                    first -= 1;
+                    batch += self.runs[first].len();
+                }
+            }
+            self.runs.push(arrived.into());
+        } else if !fold {
+            return;
+        }
+        if fold {
+            first = 0;
+        }
+        if self.runs.len() - first == 1 {
+            let run = std::mem::take(&mut self.runs[first]);
+            self.runs[first] = sorted(py, run.into()).into();
+        } else if self.runs.len() - first > 1 {
+            let merged: Vec<Entry> = self.runs.drain(first..).flatten().collect();
+            self.runs.push(sorted(py, merged).into());
+        }
     }
 }

@@ -128,13 +128,18 @@ impl Members {
         self.free.push(id);
     }
 
+    /// Node `id` out of the list (its slot free again), its account and member taken.
+    fn take(&mut self, id: usize) -> (Box<str>, Member) {
+        self.unlink(id);
+        let node = &mut self.nodes[id];
+        let member = std::mem::replace(&mut node.member, Member::new("", 0.0, 0.0, 0.0));
+        (std::mem::take(&mut node.account_id), member)
+    }
+
     /// The member of `account_id`, taken out.
     fn remove(&mut self, account_id: &str) -> Option<Member> {
         let id = self.index.remove(account_id)?;
-        self.unlink(id);
-        let node = &mut self.nodes[id];
-        node.account_id = Box::default();
-        Some(std::mem::replace(&mut node.member, Member::new("", 0.0, 0.0, 0.0)))
+        Some(self.take(id).1)
     }
 
     /// The oldest member, taken out.
@@ -142,12 +147,9 @@ impl Members {
         if self.head == NIL {
             return None;
         }
-        let id = self.head;
-        self.unlink(id);
-        let node = &mut self.nodes[id];
-        let account_id = std::mem::take(&mut node.account_id);
+        let (account_id, member) = self.take(self.head);
         self.index.remove(&account_id);
-        Some((account_id, std::mem::replace(&mut node.member, Member::new("", 0.0, 0.0, 0.0))))
+        Some((account_id, member))
     }
 
     fn front(&self) -> Option<&Member> {
@@ -257,13 +259,11 @@ fn kmv_estimate(sketch: Option<&Vec<u32>>, size: usize) -> f64 {
 
 /// Python's `int(x // y)` for floats (`float_floor_div`), for the sketch windows.
 fn floor_div(x: f64, y: f64) -> i64 {
-    let mut m = x % y; // C fmod
+    let m = x % y; // C fmod
     let mut div = (x - m) / y;
     if m != 0.0 && ((y < 0.0) != (m < 0.0)) {
-        m += y;
         div -= 1.0;
     }
-    let _ = m;
     let floordiv = if div != 0.0 {
         let mut f = div.floor();
         if div - f > 0.5 {

@@ -1,5 +1,5 @@
 """`KeyEvidence` as it was in Python before it moved to Rust (commit 164877a, verbatim
-from `class _Member` on; `LinkEdge`, the kinds and the defaults are today's).
+from `class _Member` on), on top of today's class for its parameters and their checks.
 
 `test_evidence_differential.py` runs it side by side with `models.linking.KeyEvidence`
 (the Rust of `native/src/evidence.rs`): the same observations in, the same edges,
@@ -13,11 +13,10 @@ import math
 import zlib
 from array import array
 from bisect import bisect_left
-from collections.abc import Mapping
+from typing import Any
 
-from models.errors import ConfigurationError
-from models.linking.evidence import DEFAULT_KIND_WEIGHTS, DEFAULT_PURITY_EXPONENTS, LinkEdge
-from models.linking.keys import KINDS
+from models.linking import evidence
+from models.linking.evidence import LinkEdge
 from models.linking.observe import LinkObservation
 
 
@@ -93,83 +92,22 @@ def _kmv_estimate(sketch: array[int] | None, size: int) -> float:
     return (size - 1) / (sketch[-1] / 2.0**32)
 
 
-class KeyEvidence:
-    """Weighs link keys from observations and emits the account-to-key edges that matter.
+class KeyEvidence(evidence.KeyEvidence):
+    """Today's class for its parameters and their checks; the Python state and rules
+    below in place of the Rust core."""
 
-    Keys are independent: any split of keys across workers gives the same edges per key,
-    provided each key's observations arrive in event-time order. Edges are emitted only
-    for keys with at least two members whose weight reaches `emit_min` (keeping it until
-    it falls under half of that), and then only for a member that is new to the key, whose
-    suspicion moved by `suspicion_step`, whose last edge is `edge_refresh_s` old, or when
-    the key's weight moved by `weight_step` since the key's last edge. When a key stops
-    qualifying, one edge with its new weight says so.
-
-    >>> evidence = KeyEvidence()
-    >>> def seen(account, tenant, suspicion, ts):
-    ...     obs = LinkObservation("tls", "t13d_campaign_build", tenant, account, ts,
-    ...                           suspicion, ts)
-    ...     return evidence.add(obs)
-    >>> seen("key_1", "org_1", 0.8, 0.0)  # a key with one member links nothing
-    []
-    >>> seen("key_2", "org_2", 0.8, 1.0) == []  # two tenants share it: support 0.5
-    False
-    >>> round(evidence.weight("tls", "t13d_campaign_build"), 2)
-    0.45
-    """
-
-    def __init__(
-        self,
-        kind_weights: Mapping[str, float] | None = None,
-        purity_exponents: Mapping[str, float] | None = None,
-        max_members: int = 256,
-        member_ttl_s: float = 5400.0,
-        suspicious_from: float = 0.4,
-        calm_below: float = 0.1,
-        calm_tolerance: float = 10.0,
-        emit_min: float = 0.1,
-        weight_step: float = 0.05,
-        suspicion_step: float = 0.1,
-        edge_refresh_s: float = 900.0,
-        sketch_size: int = 64,
-    ) -> None:
-        weights = dict(DEFAULT_KIND_WEIGHTS if kind_weights is None else kind_weights)
-        unknown = sorted(set(weights) - set(KINDS))
-        if unknown or not all(0.0 <= w <= 1.0 for w in weights.values()):
-            raise ConfigurationError(
-                f"kind_weights must map kinds of {KINDS} to [0, 1], got {weights}"
-            )
-        if max_members < 2 or sketch_size < 2:
-            raise ConfigurationError(
-                f"max_members and sketch_size must be >= 2, got {max_members}, {sketch_size}"
-            )
-        if not member_ttl_s > 0 or not edge_refresh_s > 0 or not calm_tolerance > 0:
-            raise ConfigurationError(
-                "member_ttl_s, edge_refresh_s and calm_tolerance must be positive, got "
-                f"{member_ttl_s}, {edge_refresh_s}, {calm_tolerance}"
-            )
-        if not 0.0 <= calm_below <= suspicious_from <= 1.0:
-            raise ConfigurationError(
-                f"need 0 <= calm_below <= suspicious_from <= 1, got {calm_below}, {suspicious_from}"
-            )
-        exponents = dict(DEFAULT_PURITY_EXPONENTS if purity_exponents is None else purity_exponents)
-        if set(exponents) - set(KINDS) or not all(e >= 0 for e in exponents.values()):
-            raise ConfigurationError(
-                f"purity_exponents must map kinds of {KINDS} to >= 0, got {exponents}"
-            )
-        self.kind_weights = weights
-        self.purity_exponents = exponents
-        self.max_members = max_members
-        self.member_ttl_s = member_ttl_s
-        self.suspicious_from = suspicious_from
-        self.calm_below = calm_below
-        self.calm_tolerance = calm_tolerance
-        self.emit_min = emit_min
-        self.weight_step = weight_step
-        self.suspicion_step = suspicion_step
-        self.edge_refresh_s = edge_refresh_s
-        self.sketch_size = sketch_size
+    def __init__(self, **settings: Any) -> None:
+        super().__init__(**settings)
         self._keys: dict[tuple[str, str], _KeyState] = {}
         self._solo: dict[tuple[str, str], tuple[str, _Member]] = {}  # keys of one member
+
+    def add_many(self, observations: list[LinkObservation], edges: list[LinkEdge]) -> float:
+        """`add` for each, as the link agent once called it (not the Rust core's)."""
+        latest = -math.inf
+        for obs in observations:
+            edges.extend(self.add(obs))
+            latest = max(latest, obs.ts)
+        return latest
 
     def __len__(self) -> int:
         """Link keys with state."""

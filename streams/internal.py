@@ -26,7 +26,10 @@ CALLS_TAG = b"B"  # msgpack list[ApiCall], all of one partition of the by-accoun
 VERDICT_TAG = b"V"  # JSON AnalystVerdict
 OBSERVATIONS_TAG = b"O"  # msgpack list[LinkObservation], all of one link-key partition
 EDGES_TAG = b"L"  # msgpack list[LinkEdge]
-TICK_TAG = b"T"  # msgpack float: a detect worker's event-time progress (seconds)
+# msgpack float, event-time seconds: on a link-observations partition, that a detect
+# worker has sent it every observation up to then; on the campaign edges, that a link
+# worker has sent every edge of the observations up to then.
+TICK_TAG = b"T"
 
 _T = TypeVar("_T")
 _encode = msgspec.msgpack.Encoder().encode
@@ -94,12 +97,20 @@ def decode_observations(value: bytes) -> list[LinkObservation]:
     return _decode_observations(memoryview(value)[1:])
 
 
+def decode_observations_or_tick(value: bytes) -> list[LinkObservation] | float:
+    """A record of the link-observations topic: observations, or a detect worker's tick."""
+    if value[:1] == TICK_TAG:
+        return _decode_float(memoryview(value)[1:])
+    return decode_observations(value)
+
+
 def encode_edges(edges: Sequence[LinkEdge]) -> bytes:
     return EDGES_TAG + _encode(edges)
 
 
 def encode_tick(watermark: float) -> bytes:
-    """Event-time progress of one detect worker, for the clusterer's resolutions."""
+    """Event-time progress: of a detect worker, to the link stage, or of a link worker, to
+    the clusterer (see `TICK_TAG`)."""
     return TICK_TAG + _encode(watermark)
 
 

@@ -54,7 +54,7 @@ from streams.input import InputConsumer, InputRun, record_of
 from streams.internal import (
     decode_by_account,
     decode_edges_or_tick,
-    decode_observations,
+    decode_observations_or_tick,
     encode_calls,
     encode_edges,
     encode_observations,
@@ -117,15 +117,19 @@ HOLD_CALLS = 150_000
 INGEST_IDLE_S = 0.1
 INGEST_IN_FLIGHT = 4  # fetched batches whose sends may await acknowledgement at once
 TAKE_WITHIN_S = 0.05  # ... or whatever arrived within this many seconds (wall clock)
-TICK_EVERY_S = 60.0  # event-time seconds between a detect worker's ticks to the clusterer
+# Event-time seconds between a detect worker's ticks to the link stage, and between the
+# link stage's to the clusterer.
+TICK_EVERY_S = 60.0
 LINK_SLICE_CALLS = 4_000  # calls of a drain the link stage runs over at once
 # Link observations a drain sends as soon as it has made this many, not at its end: a drain
 # of a backlog (hundreds of thousands of calls) makes about three per call: 1.8 million held
 # at once, most of the worker's peak Python blocks at 10^6 accounts (bench/PROFILE.md,
 # "Sixth pass").
 OBSERVATIONS_SLICE = 30_000
-# Event-time seconds the clusterer stays behind the latest tick: links found by the link
-# stage reach it after the tick of the calls they came from.
+# Event-time seconds the clusterer stays behind the latest tick. A link worker's tick comes
+# after its edges, but the clusterer takes the latest tick of any link worker, and with
+# several detect workers a link partition's progress is the fastest one's: edges of a
+# slower worker then come after the tick of their time.
 CLUSTER_LATENESS_S = 120.0
 DRAIN_EVERY_S = 0.25  # wall-clock seconds between checks for calls the merger may release
 EXPIRE_EVERY_S = 600.0  # event-time seconds between sweeps of idle linking state
@@ -301,6 +305,7 @@ class Pipeline:
         self._next_tick = -math.inf
         self._next_observer_expiry = -math.inf
         self._next_evidence_expiry = -math.inf
+        self._next_link_tick = -math.inf
         # Link-observation partition -> latest event time of the observations read from it
         # (`link_low_watermark`).
         self._link_latest: dict[int, float] = {}
@@ -750,8 +755,14 @@ class Pipeline:
             for alert in engine.advance(watermark):
                 await self._emit(alert)
             if watermark >= self._next_tick:
-                await self.output.send(self.settings.internal_topic_campaign_edges,
-                                       encode_tick(watermark), partition=0)
+                # To every link partition, after the observations of the calls up to it:
+                # the link stage passes it on to the clusterer once it has sent their
+                # edges (`_link`). Sent straight to the clusterer, it came before them
+                # whenever a drain spanned more than CLUSTER_LATENESS_S of event time,
+                # and the clusterer ran those ticks without those edges.
+                tick, links = encode_tick(watermark), self.settings.internal_topic_link_observations
+                for partition in range(self.settings.topic_partitions):
+                    await self.output.send(links, tick, partition=partition)
                 self._next_tick = next_boundary(watermark, TICK_EVERY_S)
             if watermark >= self._next_observer_expiry:
                 self.observer.expire(watermark, ACCOUNT_IDLE_S)
@@ -799,7 +810,8 @@ class Pipeline:
                 if not self._first_delivery(record.message):
                     continue
                 try:
-                    ts = evidence.add_many(decode_observations(record.value), edges)
+                    item = decode_observations_or_tick(record.value)
+                    ts = item if isinstance(item, float) else evidence.add_many(item, edges)
                 except Exception as exc:  # a defect must not stop linking
                     # (the observations before the one it failed on are counted, their
                     # edges sent; the partition's progress waits for its next record)
@@ -812,9 +824,19 @@ class Pipeline:
                 await _send_chunks(self.output, self.settings.internal_topic_campaign_edges,
                                    edges, encode_edges, 0)
             low = link_low_watermark(latest)
-            if low >= self._next_evidence_expiry:
+            if low >= self._next_evidence_expiry and low > -math.inf:
                 evidence.expire(low)
                 self._next_evidence_expiry = next_boundary(low, EXPIRE_EVERY_S)
+            # The clusterer's tick: every partition this worker reads has come this far
+            # (a tick from detect says it has sent all its observations up to then), so
+            # the edges of every observation up to it are sent, to the same partition,
+            # before it. Unlike the expiry's, one not heard from yet holds it back.
+            held = self.assigned_partitions(topic) or list(latest)
+            tick = min((latest.get(p, -math.inf) for p in held), default=-math.inf)
+            if tick >= self._next_link_tick and tick > -math.inf:
+                await self.output.send(self.settings.internal_topic_campaign_edges,
+                                       encode_tick(tick), partition=0)
+                self._next_link_tick = next_boundary(tick, TICK_EVERY_S)
             yield None
 
     async def _cluster(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
@@ -1238,13 +1260,14 @@ class Pipeline:
             )
         )
 
-    def assigned_partitions(self) -> list[int]:
-        """Partitions of the by-account topic this worker holds (its accounts' state)."""
+    def assigned_partitions(self, topic: str | None = None) -> list[int]:
+        """Partitions of `topic` this worker holds; by default of the by-account topic (its
+        accounts' state)."""
         try:
             assignment = self.app.consumer.assignment()
         except Exception:  # not started, or rebalancing
             return []
-        name = self.settings.internal_topic_by_account
+        name = topic or self.settings.internal_topic_by_account
         return sorted(tp.partition for tp in assignment if tp.topic == name)
 
     def input_partitions(self) -> list[int] | None:

@@ -16,7 +16,7 @@ import msgspec
 from faust.types import TP
 
 from models.linking import LinkEdge, LinkObservation
-from streams.internal import encode_observations
+from streams.internal import TICK_TAG, encode_observations
 from streams.pipeline import LINK_PARTITION_IDLE_S, Pipeline, link_low_watermark
 from streams.settings import Settings
 from tests.models.calls import T0
@@ -46,7 +46,8 @@ class Output:
         self.edges: list[LinkEdge] = []
 
     async def send(self, topic: str, value: bytes, **_: Any) -> None:
-        self.edges += _edges(value[1:])
+        if value[:1] != TICK_TAG:
+            self.edges += _edges(value[1:])
 
 
 def observation(account: str, ts: float, key: str) -> LinkObservation:

@@ -103,12 +103,13 @@ async def stages(calls: list[ApiCall], path: Path, drains: int,
     return [a for a in alerts if a.kind == "campaign"], output, worker.cluster_watermark
 
 
-def run(tmp_path: Path) -> list[ApiCall]:
+def hydra() -> list[ApiCall]:
+    """Two hours of a hydra campaign, in event-time order."""
     return list(simulated("hydra", duration_s=7200.0, fleet_scale=0.2).calls)
 
 
 def test_each_tick_comes_after_the_records_it_vouches_for(tmp_path: Path) -> None:
-    calls = run(tmp_path)
+    calls = hydra()
     _, output, _ = asyncio.run(stages(calls, tmp_path, drains=6, cluster_batch=1))
     settings = Settings(state_dir=tmp_path, clickhouse_url=None, state_store=False)
     # Detect sends its ticks to every link partition and none to the clusterer's topic
@@ -152,7 +153,7 @@ def test_campaigns_do_not_depend_on_how_the_clusterer_batches_its_records(
     the clusterer's watermark. (With detect's ticks sent to the clusterer straight, the
     first record it read was the tick of a whole drain, and it ran the ticks of that
     drain's hours with the edges of the first record alone.)"""
-    calls = run(tmp_path)
+    calls = hydra()
     one_by_one, _, watermark = asyncio.run(
         stages(calls, tmp_path / "one", drains=3, cluster_batch=1))
     all_at_once, _, _ = asyncio.run(

@@ -24,6 +24,9 @@ from schemas.feedback import AnalystVerdict
 
 CALLS_TAG = b"B"  # msgpack list[ApiCall], all of one partition of the by-account topic
 VERDICT_TAG = b"V"  # JSON AnalystVerdict
+# msgpack float, event-time seconds: on a by-account partition, that the edge which wrote it
+# has let go of every call up to then (their records to this partition come before it).
+PROGRESS_TAG = b"P"
 OBSERVATIONS_TAG = b"O"  # msgpack list[LinkObservation], all of one link-key partition
 EDGES_TAG = b"L"  # msgpack list[LinkEdge]
 # msgpack float, event-time seconds: on a link-observations partition, that a detect
@@ -77,11 +80,19 @@ def encode_verdict(verdict: AnalystVerdict) -> bytes:
     return VERDICT_TAG + verdict.model_dump_json().encode()
 
 
-def decode_by_account(value: bytes) -> list[ApiCall] | AnalystVerdict:
-    """The calls, or the verdict, of a by-account record."""
+def encode_progress(ts: float) -> bytes:
+    """The edge's progress in event time, for a by-account partition (see `PROGRESS_TAG`)."""
+    return PROGRESS_TAG + _encode(ts)
+
+
+def decode_by_account(value: bytes) -> list[ApiCall] | AnalystVerdict | float:
+    """The calls, the verdict, or the edge's progress (event-time seconds) of a by-account
+    record."""
     tag, body = value[:1], memoryview(value)[1:]
     if tag == CALLS_TAG:
         return _decode_calls(body)
+    if tag == PROGRESS_TAG:
+        return _decode_float(body)
     if tag == VERDICT_TAG:
         return AnalystVerdict.model_validate_json(bytes(body))
     raise InternalRecordError(f"unknown by-account record tag {tag!r}")

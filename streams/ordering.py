@@ -6,6 +6,9 @@ not care, but per-tenant and per-cohort models learn across accounts at event-ti
 so the order in which a worker sees accounts matters. `EventTimeMerger` hands calls on in
 event-time order across the partitions a worker holds, released up to their low
 watermark, which is the order `distillwatch score` uses. So a replay and a live run agree.
+A partition's progress is the latest event time it has delivered: that of its calls, or
+that of a progress record of the edge (`advance`), which says the edge has let go of every
+call up to then. With those, calls do not wait for a partition that has nothing to send.
 
 Waiting has limits: a partition that has sent nothing for `idle_s` (wall clock) no longer
 holds the others back, nothing waits longer than `max_hold_s`, and at most `max_buffered`
@@ -104,6 +107,18 @@ class EventTimeMerger(Generic[C]):
         if record_latest > float("-inf"):
             self._waiting.append((now, record_latest))
         return record_latest
+
+    @property
+    def released_to(self) -> float:
+        """The latest event time of the calls released so far (-inf before any)."""
+        return self._released_to
+
+    def advance(self, partition: int, ts: float, now: float) -> None:
+        """`partition` has delivered every call up to event time `ts`, said at `now`
+        (monotonic s) without a call: its progress, as a call of that time would be."""
+        if ts > self._progress.get(partition, float("-inf")):
+            self._progress[partition] = ts
+        self._last_seen[partition] = now
 
     def assign(self, partitions: Iterable[int], now: float) -> None:
         """The partitions this worker holds: a new one holds the others back until it

@@ -39,6 +39,20 @@ def test_an_assigned_partition_holds_back_until_it_delivers_or_idles() -> None:
     assert [c.ts for c in merger.release(now=0.7)] == [5]
 
 
+def test_a_partition_s_progress_said_without_a_call_lets_the_others_go() -> None:
+    merger = EventTimeMerger(idle_s=10, max_hold_s=100)
+    merger.add(0, [call(1), call(5)], now=0)
+    merger.add(1, [call(2)], now=0)
+    assert [c.ts for c in merger.release(now=0)] == [1, 2]  # partition 1 is at 2
+    merger.advance(1, 6.0, now=0.1)  # nothing more of it up to 6
+    assert [c.ts for c in merger.release(now=0.1)] == [5]
+    assert merger.released_to == 5
+    merger.advance(1, 4.0, now=0.2)  # progress does not go back
+    merger.add(0, [call(7)], now=0.2)
+    assert merger.release(now=0.2) == []
+    assert merger.released_to == 5
+
+
 def test_idle_partition_stops_holding_the_others_back() -> None:
     merger = EventTimeMerger(idle_s=1, max_hold_s=100)
     merger.add(0, [call(10)], now=0)

@@ -1,0 +1,118 @@
+"""The edge's progress travels to every by-account partition behind its calls, and lets
+detect release calls without waiting for a partition that has nothing to send: at the end
+of a burst or a backlog, the last calls no longer wait for the idle rule. The producer and
+the stream are stand-ins holding the records in memory (the pipeline on a real broker is
+in tests/integration)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from models.records import ApiCall
+from streams.input import InputRun
+from streams.internal import PROGRESS_TAG, decode_by_account, encode_calls, encode_progress
+from streams.pipeline import Pipeline
+from streams.settings import Settings
+from tests.traffic import START, by_time, chatter
+
+
+class Recorder:
+    """The worker's producer: every record sent, in order, as (topic, partition, value)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int | None, bytes]] = []
+
+    async def send(self, topic: str, value: bytes, *, partition: int | None = None,
+                   **_: Any) -> asyncio.Future[None]:
+        self.sent.append((topic, partition, value))
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+def worker(path: Path) -> tuple[Pipeline, Recorder]:
+    pipeline = Pipeline(Settings(state_dir=path, clickhouse_url=None, state_store=False))
+    output = pipeline.output = Recorder()  # type: ignore[assignment]
+    return pipeline, output
+
+
+def test_the_edge_sends_its_progress_to_every_partition_after_the_calls(
+    tmp_path: Path,
+) -> None:
+    pipeline, output = worker(tmp_path)
+    events = by_time(*(chatter("org", f"key_{i}", n=5, start=START) for i in range(3)))
+    run = InputRun.read(pipeline.edge, 0, [(0, None, json.dumps(events).encode())])
+    # One input partition of one: nothing holds the calls back.
+    asyncio.run(pipeline._ingest_batch([run], [], now=0.0))
+    topic = pipeline.settings.internal_topic_by_account
+    records = [(p, v) for t, p, v in output.sent if t == topic]
+    partitions = pipeline.settings.topic_partitions
+    latest = max(c.ts for _, v in records if v[:1] != PROGRESS_TAG
+                 for c in decode_by_account(v))  # type: ignore[union-attr]
+    progress = [(p, decode_by_account(v)) for p, v in records if v[:1] == PROGRESS_TAG]
+    assert progress == [(p, latest) for p in range(partitions)]
+    # ... each after the calls sent to its partition.
+    for partition in range(partitions):
+        tags = [v[:1] for p, v in records if p == partition]
+        assert tags[-1] == PROGRESS_TAG and tags.count(PROGRESS_TAG) == 1
+    # Nothing let go, nothing said.
+    output.sent.clear()
+    asyncio.run(pipeline._ingest_batch([], [], now=0.0))
+    assert output.sent == []
+
+
+class Stream:
+    """Hands the detect agent the by-account records given, all in one batch."""
+
+    def __init__(self, topic: str, records: list[tuple[int, bytes]]) -> None:
+        offsets: dict[int, int] = {}
+        self.batch = []
+        for partition, value in records:
+            offset = offsets[partition] = offsets.get(partition, -1) + 1
+            message = SimpleNamespace(topic=topic, partition=partition, offset=offset)
+            self.batch.append(SimpleNamespace(value=value, message=message))
+
+    async def take_events(self, *_: Any, **__: Any) -> AsyncIterator[list[Any]]:
+        yield self.batch
+
+
+def call(ts: float, account: str) -> ApiCall:
+    return ApiCall(f"{account}-{ts}", ts, "org", account, "m", 200, 1, 1)
+
+
+def detected(tmp_path: Path, progress_of_1: float | None) -> tuple[int, int]:
+    """Calls detected, and still waiting, after one batch: partition 0 has calls up to
+    t0 + 5, partition 1 up to t0 + 2, partitions 2 and 3 none; the edge's progress is
+    t0 + 6 on 2 and 3, and `progress_of_1` on 1 (None: not said)."""
+    pipeline, output = worker(tmp_path)
+    held = list(range(pipeline.settings.topic_partitions))
+    pipeline.assigned_partitions = lambda topic=None: held  # type: ignore[method-assign]
+    t0 = START.timestamp()
+    records = [(0, encode_calls([call(t0 + 1, "a"), call(t0 + 5, "a")])),
+               (1, encode_calls([call(t0 + 2, "b")])),
+               (2, encode_progress(t0 + 6)), (3, encode_progress(t0 + 6))]
+    if progress_of_1 is not None:
+        records.append((1, encode_progress(t0 + progress_of_1)))
+    stream = Stream(pipeline.settings.internal_topic_by_account, records)
+
+    async def detect() -> None:
+        async for _ in pipeline._detect(stream):  # type: ignore[arg-type]
+            pass
+
+    asyncio.run(detect())
+    assert not [t for t, _, _ in output.sent if t == pipeline.settings.topic_dead_letters]
+    return pipeline.stats.events_detected, len(pipeline.merger)
+
+
+def test_the_edge_s_progress_lets_detect_release_without_waiting(tmp_path: Path) -> None:
+    # Partition 1 has nothing up to t0 + 6: the call at t0 + 5 goes at once.
+    assert detected(tmp_path / "a", 6.0) == (3, 0)
+    # Without it, partition 1 holds the call at t0 + 5 back until it idles (a second).
+    assert detected(tmp_path / "b", None) == (2, 1)
+    # Progress short of the call: it waits.
+    assert detected(tmp_path / "c", 4.0) == (2, 1)

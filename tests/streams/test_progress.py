@@ -18,21 +18,8 @@ from streams.input import InputRun
 from streams.internal import PROGRESS_TAG, decode_by_account, encode_calls, encode_progress
 from streams.pipeline import Pipeline
 from streams.settings import Settings
+from tests.streams.recorder import Recorder
 from tests.traffic import START, by_time, chatter
-
-
-class Recorder:
-    """The worker's producer: every record sent, in order, as (topic, partition, value)."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, int | None, bytes]] = []
-
-    async def send(self, topic: str, value: bytes, *, partition: int | None = None,
-                   **_: Any) -> asyncio.Future[None]:
-        self.sent.append((topic, partition, value))
-        future = asyncio.get_running_loop().create_future()
-        future.set_result(None)
-        return future
 
 
 def worker(path: Path) -> tuple[Pipeline, Recorder]:

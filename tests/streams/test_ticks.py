@@ -28,26 +28,10 @@ from streams.pipeline import Pipeline, engine_from_settings
 from streams.replay import replay
 from streams.settings import Settings
 from tests.models.linking.runs import simulated
+from tests.streams.recorder import Recorder
 
 _edges = msgspec.msgpack.Decoder(list[LinkEdge]).decode
 _float = msgspec.msgpack.Decoder(float).decode
-
-
-class Recorder:
-    """The worker's producer: every record sent, in order, as (topic, partition, value)."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, int | None, bytes]] = []
-
-    async def send(self, topic: str, value: bytes, *, partition: int | None = None,
-                   **_: Any) -> asyncio.Future[None]:
-        self.sent.append((topic, partition, value))
-        future = asyncio.get_running_loop().create_future()
-        future.set_result(None)
-        return future
-
-    def records(self, topic: str) -> list[tuple[int, bytes]]:
-        return [(p if p is not None else -1, v) for t, p, v in self.sent if t == topic]
 
 
 class Stream:

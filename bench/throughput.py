@@ -108,6 +108,11 @@ class Result:
     produce_s: float = 0.0
     startup_s: float = 0.0  # first answer on /health/ to first record consumed
     drain_s: float = 0.0
+    # From the first record consumed: the first event detected, 99 % and all of them
+    # detected (what the drain spends before and after the flow, PROFILE "Seventeenth pass").
+    first_detected_s: float = 0.0
+    most_detected_s: float = 0.0
+    all_detected_s: float = 0.0
     events_per_s: float = 0.0
     steady_per_s: float = 0.0
     cpu_s_per_m: float = 0.0
@@ -240,6 +245,10 @@ def _health_total(workers: list[Worker]) -> dict[str, Any] | None:
     return total
 
 
+# `Result` fields set when this share of the events is detected.
+DETECTED_MARKS = (("first_detected_s", 0.0), ("most_detected_s", 0.99), ("all_detected_s", 1.0))
+
+
 def _wait_for(workers: list[Worker], target: int, result: Result | None = None,
               on_first: Any = None) -> tuple[float, float, dict[str, Any]]:
     """Poll until `target` events are detected and ClickHouse has nothing pending.
@@ -269,6 +278,11 @@ def _wait_for(workers: list[Worker], target: int, result: Result | None = None,
         deciles = result.rss_by_decile if result is not None else []
         while result is not None and len(deciles) < 10 and n >= (len(deciles) + 1) * target / 10:
             deciles.append(sum(memory(w.pid)[0] for w in workers))
+        if first is not None and result is not None and n > 0:
+            for mark, share in DETECTED_MARKS:
+                if mark not in marks and n >= share * target:
+                    marks[mark] = now
+                    setattr(result, mark, now - first)
         if "p10" not in marks and n >= 0.1 * target:
             marks["p10"] = now
         if "p90" not in marks and n >= 0.9 * target:
@@ -600,7 +614,9 @@ def notes(results: list[Result]) -> list[str]:
     for r in results:
         if not r.error:
             out.append(f"{r.name}: produce {r.produce_s:.1f}s, worker start to first record "
-                       f"{r.startup_s:.1f}s, drain {r.drain_s:.1f}s")
+                       f"{r.startup_s:.1f}s, drain {r.drain_s:.1f}s (first event detected at "
+                       f"{r.first_detected_s:.1f}s, 99 % at {r.most_detected_s:.1f}s, all at "
+                       f"{r.all_detected_s:.1f}s)")
     return out
 
 

@@ -307,8 +307,8 @@ class Pipeline:
         self._next_observer_expiry = -math.inf
         self._next_evidence_expiry = -math.inf
         self._next_link_tick = -math.inf
-        # Link-observation partition -> latest event time of the observations read from it
-        # (`link_low_watermark`).
+        # Link-observation partition -> latest event time read from it, of an observation
+        # or of a detect worker's tick (`link_low_watermark`, the clusterer's tick).
         self._link_latest: dict[int, float] = {}
         self.watermark = 0.0  # max event time (epoch seconds) this worker has seen
         self._dead_lettered = 0
@@ -588,16 +588,21 @@ class Pipeline:
         done.update(offsets)
         topic = self.settings.internal_topic_by_account
         sent: list[Any] = []
-        for partition, group in group_by_destination(calls).items():
+        groups = group_by_destination(calls)
+        for partition, group in groups.items():
             sent += await _send_chunks(self.output, topic, group, encode_edge_calls, partition)
         if calls:
-            # Then to every partition, how far the edge has let calls go: detect need not
-            # wait for a partition that got none of the latest, or fewer of them (it waited
-            # for it to stay silent for its idle time: up to a second at the end of every
-            # burst, 0.6-1.0 s at the end of a backlog; bench/PROFILE.md, "Seventeenth pass").
+            # Then how far the edge has let calls go, to the partitions that got none of
+            # them, and to every partition once the edge holds nothing more (the end of a
+            # burst or a backlog): detect need not wait for a partition that has nothing
+            # more to send. It waited for it to stay silent for its idle time: up to a
+            # second, 0.6-1.3 s at the end of a backlog (bench/PROFILE.md, "Seventeenth
+            # pass"). While calls flow, each partition's calls say how far it has come.
+            everything = not len(self.input_order)
             progress = encode_progress(self.input_order.merger.released_to)
             for partition in range(self.settings.topic_partitions):
-                sent.append(await self.output.send(topic, progress, partition=partition))
+                if everything or partition not in groups:
+                    sent.append(await self.output.send(topic, progress, partition=partition))
         return sent
 
     def _first_delivery(self, message: Any) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -28,29 +29,47 @@ def worker(path: Path) -> tuple[Pipeline, Recorder]:
     return pipeline, output
 
 
-def test_the_edge_sends_its_progress_to_every_partition_after_the_calls(
+def sent_by_account(pipeline: Pipeline, output: Recorder) -> list[tuple[int, bytes]]:
+    topic = pipeline.settings.internal_topic_by_account
+    records = [(p if p is not None else -1, v) for t, p, v in output.sent if t == topic]
+    output.sent.clear()
+    return records
+
+
+def test_the_edge_sends_its_progress_behind_the_calls_where_detect_would_wait(
     tmp_path: Path,
 ) -> None:
+    """While the edge holds calls, its progress goes to the partitions that got none of
+    those it let go; once it holds none, to every partition, after its calls."""
     pipeline, output = worker(tmp_path)
-    events = by_time(*(chatter("org", f"key_{i}", n=5, start=START) for i in range(3)))
-    run = InputRun.read(pipeline.edge, 0, [(0, None, json.dumps(events).encode())])
-    # One input partition of one: nothing holds the calls back.
-    asyncio.run(pipeline._ingest_batch([run], [], now=0.0))
-    topic = pipeline.settings.internal_topic_by_account
-    records = [(p, v) for t, p, v in output.sent if t == topic]
     partitions = pipeline.settings.topic_partitions
-    latest = max(c.ts for _, v in records if v[:1] != PROGRESS_TAG
+    early = by_time(*(chatter("org", f"key_{i}", n=5, start=START) for i in range(2)))
+    late = chatter("org", "key_9", n=5, start=START + timedelta(seconds=1000))
+    runs = [InputRun.read(pipeline.edge, 0, [(0, None, json.dumps(early).encode())]),
+            InputRun.read(pipeline.edge, 1, [(0, None, json.dumps(late).encode())])]
+    # Input partition 1 is ahead: its calls wait for partition 0 to come that far.
+    asyncio.run(pipeline._ingest_batch(runs, [], now=0.0))
+    records = sent_by_account(pipeline, output)
+    calls = {p: decode_by_account(v) for p, v in records if v[:1] != PROGRESS_TAG}
+    assert len(pipeline.input_order) == 5 and 0 < len(calls) < partitions
+    latest = max(c.ts for group in calls.values() for c in group)  # type: ignore[union-attr]
+    assert [(p, decode_by_account(v)) for p, v in records if v[:1] == PROGRESS_TAG] == [
+        (p, latest) for p in range(partitions) if p not in calls]
+    # Nothing let go, nothing said.
+    asyncio.run(pipeline._ingest_batch([], [], now=0.05))
+    assert sent_by_account(pipeline, output) == []
+    # Both input partitions idle: the rest goes, and then the edge holds nothing.
+    asyncio.run(pipeline._ingest_batch([], [], now=1.0))
+    records = sent_by_account(pipeline, output)
+    assert not len(pipeline.input_order)
+    latest = max(c.ts for p, v in records if v[:1] != PROGRESS_TAG
                  for c in decode_by_account(v))  # type: ignore[union-attr]
-    progress = [(p, decode_by_account(v)) for p, v in records if v[:1] == PROGRESS_TAG]
-    assert progress == [(p, latest) for p in range(partitions)]
-    # ... each after the calls sent to its partition.
-    for partition in range(partitions):
+    assert latest == START.timestamp() + 1000 + 4 * 20 + 3
+    assert [(p, decode_by_account(v)) for p, v in records if v[:1] == PROGRESS_TAG] == [
+        (p, latest) for p in range(partitions)]
+    for partition in range(partitions):  # ... each after the calls sent to its partition
         tags = [v[:1] for p, v in records if p == partition]
         assert tags[-1] == PROGRESS_TAG and tags.count(PROGRESS_TAG) == 1
-    # Nothing let go, nothing said.
-    output.sent.clear()
-    asyncio.run(pipeline._ingest_batch([], [], now=0.0))
-    assert output.sent == []
 
 
 class Stream:

@@ -1,6 +1,7 @@
-"""The edge's progress travels to every by-account partition behind its calls, and lets
-detect release calls without waiting for a partition that has nothing to send: at the end
-of a burst or a backlog, the last calls no longer wait for the idle rule. The producer and
+"""The edge's progress travels behind its calls to the by-account partitions where detect
+would wait, and lets detect release calls without waiting for a partition that has nothing
+more to send: at the end of a burst or a backlog, the last calls no longer wait for the
+idle rule. The producer and
 the stream are stand-ins holding the records in memory (the pipeline on a real broker is
 in tests/integration)."""
 
@@ -30,8 +31,7 @@ def worker(path: Path) -> tuple[Pipeline, Recorder]:
 
 
 def sent_by_account(pipeline: Pipeline, output: Recorder) -> list[tuple[int, bytes]]:
-    topic = pipeline.settings.internal_topic_by_account
-    records = [(p if p is not None else -1, v) for t, p, v in output.sent if t == topic]
+    records = output.records(pipeline.settings.internal_topic_by_account)
     output.sent.clear()
     return records
 

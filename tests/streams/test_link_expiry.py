@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import msgspec
 from faust.types import TP
@@ -20,34 +17,9 @@ from streams.internal import TICK_TAG, encode_observations
 from streams.pipeline import LINK_PARTITION_IDLE_S, Pipeline, link_low_watermark
 from streams.settings import Settings
 from tests.models.calls import T0
+from tests.streams.stand_ins import Recorder, Stream
 
 _edges = msgspec.msgpack.Decoder(list[LinkEdge]).decode
-
-
-class Stream:
-    """Hands the link agent one batch per record, in the order given."""
-
-    def __init__(self, topic: str, records: Iterable[tuple[int, list[LinkObservation]]]):
-        self.batches = []
-        offsets: dict[int, int] = {}
-        for partition, observations in records:
-            offset = offsets[partition] = offsets.get(partition, -1) + 1
-            message = SimpleNamespace(topic=topic, partition=partition, offset=offset)
-            self.batches.append([SimpleNamespace(value=encode_observations(observations),
-                                                 message=message)])
-
-    async def take_events(self, *_: Any, **__: Any) -> AsyncIterator[list[Any]]:
-        for batch in self.batches:
-            yield batch
-
-
-class Output:
-    def __init__(self) -> None:
-        self.edges: list[LinkEdge] = []
-
-    async def send(self, topic: str, value: bytes, **_: Any) -> None:
-        if value[:1] != TICK_TAG:
-            self.edges += _edges(value[1:])
 
 
 def observation(account: str, ts: float, key: str) -> LinkObservation:
@@ -68,14 +40,16 @@ async def linked(tmp_path: Path, order: list[int]) -> tuple[set[tuple[str, str]]
     """The (key, account) pairs of the edges the link stage sends, reading the
     partitions' records in `order` (a partition number per record)."""
     worker = Pipeline(Settings(state_dir=tmp_path, clickhouse_url=None, state_store=False))
-    output = worker.output = Output()  # type: ignore[assignment]
+    output = worker.output = Recorder()  # type: ignore[assignment]
     queues = {p: list(records) for p, records in partitions().items()}
-    records = [(p, queues[p].pop(0)) for p in order]
+    records = [(p, encode_observations(queues[p].pop(0))) for p in order]
     assert not any(queues.values())
-    stream = Stream(worker.settings.internal_topic_link_observations, records)
+    stream = Stream(worker.settings.internal_topic_link_observations, records, 1)
     async for _ in worker._link(stream):  # type: ignore[arg-type]
         pass
-    return {(edge.key, edge.account_id) for edge in output.edges}, worker
+    sent = output.records(worker.settings.internal_topic_campaign_edges)
+    return {(edge.key, edge.account_id) for _, value in sent if value[:1] != TICK_TAG
+            for edge in _edges(value[1:])}, worker
 
 
 def test_edges_do_not_depend_on_how_far_apart_partitions_are_read(tmp_path: Path) -> None:

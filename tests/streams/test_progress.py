@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 from models.records import ApiCall
 from streams.input import InputRun
 from streams.internal import PROGRESS_TAG, decode_by_account, encode_calls, encode_progress
 from streams.pipeline import Pipeline
 from streams.settings import Settings
-from tests.streams.recorder import Recorder
+from tests.streams.stand_ins import Recorder, Stream
 from tests.traffic import START, by_time, chatter
 
 
@@ -72,21 +69,6 @@ def test_the_edge_sends_its_progress_behind_the_calls_where_detect_would_wait(
         assert tags[-1] == PROGRESS_TAG and tags.count(PROGRESS_TAG) == 1
 
 
-class Stream:
-    """Hands the detect agent the by-account records given, all in one batch."""
-
-    def __init__(self, topic: str, records: list[tuple[int, bytes]]) -> None:
-        offsets: dict[int, int] = {}
-        self.batch = []
-        for partition, value in records:
-            offset = offsets[partition] = offsets.get(partition, -1) + 1
-            message = SimpleNamespace(topic=topic, partition=partition, offset=offset)
-            self.batch.append(SimpleNamespace(value=value, message=message))
-
-    async def take_events(self, *_: Any, **__: Any) -> AsyncIterator[list[Any]]:
-        yield self.batch
-
-
 def call(ts: float, account: str) -> ApiCall:
     return ApiCall(f"{account}-{ts}", ts, "org", account, "m", 200, 1, 1)
 
@@ -104,7 +86,7 @@ def detected(tmp_path: Path, progress_of_1: float | None) -> tuple[int, int]:
                (2, encode_progress(t0 + 6)), (3, encode_progress(t0 + 6))]
     if progress_of_1 is not None:
         records.append((1, encode_progress(t0 + progress_of_1)))
-    stream = Stream(pipeline.settings.internal_topic_by_account, records)
+    stream = Stream(pipeline.settings.internal_topic_by_account, records, len(records))
 
     async def detect() -> None:
         async for _ in pipeline._detect(stream):  # type: ignore[arg-type]

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import msgspec
 
@@ -28,27 +26,10 @@ from streams.pipeline import Pipeline, engine_from_settings
 from streams.replay import replay
 from streams.settings import Settings
 from tests.models.linking.runs import simulated
-from tests.streams.recorder import Recorder
+from tests.streams.stand_ins import Recorder, Stream
 
 _edges = msgspec.msgpack.Decoder(list[LinkEdge]).decode
 _float = msgspec.msgpack.Decoder(float).decode
-
-
-class Stream:
-    """Hands an agent the records given, `per_batch` at a time."""
-
-    def __init__(self, topic: str, records: Iterable[tuple[int, bytes]], per_batch: int):
-        offsets: dict[int, int] = {}
-        items = []
-        for partition, value in records:
-            offset = offsets[partition] = offsets.get(partition, -1) + 1
-            message = SimpleNamespace(topic=topic, partition=partition, offset=offset)
-            items.append(SimpleNamespace(value=value, message=message))
-        self.batches = [items[i:i + per_batch] for i in range(0, len(items), per_batch)]
-
-    async def take_events(self, *_: Any, **__: Any) -> AsyncIterator[list[Any]]:
-        for batch in self.batches:
-            yield batch
 
 
 def comparable(alerts: Iterable[Alert]) -> list[str]:

@@ -5,8 +5,10 @@ broker is in tests/integration)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from faust.exceptions import ConsumerNotStarted
@@ -67,3 +69,52 @@ def test_any_other_fault_means_none_lagging_and_is_logged_once(
         assert worker.lagging_partitions() == []
     assert [r.levelno for r in caplog.records] == [logging.ERROR]
     assert "highwaters" in caplog.records[0].getMessage()
+
+
+def test_the_lag_counts_the_records_not_taken_of_partitions_with_a_position(
+    worker: Pipeline,
+) -> None:
+    topic = worker.settings.internal_topic_by_account
+    worker.app.consumer = Consumer(topic, {0: 10, 1: 10, 2: 5})  # type: ignore[assignment]
+    worker._taken = {(topic, 0): 9, (topic, 1): 4, ("other", 0): 0}
+    assert worker.by_account_lag() == 5  # 1: offsets 5-9; 2: nothing taken yet, unknown
+
+
+class Input:
+    """The input consumer's one method the catch-up looks at."""
+
+    def __init__(self) -> None:
+        self.behind: list[int] = []
+
+    def lagging(self, partitions: list[int]) -> list[int]:
+        return [p for p in partitions if p in self.behind]
+
+
+def test_the_aggregates_are_flushed_once_a_backlog_is_worked_off(worker: Pipeline) -> None:
+    topic = worker.settings.internal_topic_by_account
+    worker.app.consumer = Consumer(topic, {0: 500, 1: 500})  # type: ignore[assignment]
+    flushes: list[int] = []
+    worker.sink = SimpleNamespace(flush=lambda: flushes.append(1))  # type: ignore[assignment]
+    worker._input_assigned([0, 1])
+    worker.input = source = Input()  # type: ignore[assignment]
+
+    async def after_drains(*taken: tuple[int, int]) -> int:
+        """The flushes after drains that took up to these (partition 0, partition 1)."""
+        for last in taken:
+            worker._taken = {(topic, 0): last[0], (topic, 1): last[1]}
+            worker._flush_once_caught_up()
+            await asyncio.sleep(0.05)  # the flush runs on the sink's thread
+        return len(flushes)
+
+    async def scenario() -> None:
+        # Live traffic: a few records behind at each drain, then none. No extra insert.
+        assert await after_drains((490, 495), (499, 499), (495, 499), (499, 499)) == 0
+        # A backlog: hundreds of records behind. Caught up with the by-account topic
+        # while input is still unread, it waits; once input is read too, it flushes once.
+        source.behind = [1]
+        assert await after_drains((10, 10), (300, 200), (499, 499)) == 0
+        source.behind = []
+        assert await after_drains((499, 499)) == 1
+        assert await after_drains((499, 499), (499, 499)) == 1
+
+    asyncio.run(scenario())

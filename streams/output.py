@@ -38,6 +38,7 @@ MAX_MESSAGE_BYTES = 17 * 1024 * 1024
 # to send a drain's observations together, short next to the one second an alert has.
 LINGER_MS = 2
 POLL_S = 0.1  # the output thread's wait for delivery reports
+WARM_UP_S = 10.0  # how long `start` waits for the topics' metadata
 FULL_WAIT_S = 0.005  # how long `send` waits when librdkafka's queue is full, before trying again
 
 Headers = Sequence[tuple[str, bytes]] | None
@@ -91,6 +92,22 @@ class OutputProducer:
                 return future
             except BufferError:
                 await asyncio.sleep(FULL_WAIT_S)
+
+    async def start(self, topics: Sequence[str], timeout_s: float = WARM_UP_S) -> None:
+        """Start the producer now rather than at the first send, and learn where the
+        partitions of `topics` are. Started at its first send, the producer first asks
+        for its idempotent producer id and each topic's leaders: that send was
+        acknowledged half a second later, and a backlog's first calls waited on it."""
+        producer = self._producer if self._producer is not None else self._start()
+
+        def learn() -> None:
+            for topic in topics:
+                producer.list_topics(topic, timeout=timeout_s)
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, learn)
+        except KafkaException as exc:  # the first sends then learn it, as they would anyway
+            log.warning("output: cannot read the topics' metadata yet: %s", exc)
 
     async def flush(self) -> None:
         """Wait until every record sent so far is settled (records sent meanwhile are not

@@ -454,6 +454,10 @@ class Pipeline:
         consumer = self.input = InputConsumer(
             s, f"{s.app_id}-ingest", self.edge, self._hand_over, self._input_assigned,
             INGEST_FETCH_BYTES)
+        await self.output.start([s.internal_topic_by_account,
+                                 s.internal_topic_link_observations,
+                                 s.internal_topic_campaign_edges, s.topic_alerts,
+                                 s.topic_dead_letters])
         await consumer.start()
         budget = IngestBudget(INGEST_TAKE_BYTES, INGEST_MAX_RECORDS)
         order = self.input_order

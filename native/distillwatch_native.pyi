@@ -103,6 +103,21 @@ def register_call_type(call_type: type) -> None:
     """Read the slot offsets of `models.records.ApiCall` once: the cores then read a call's
     fields by its slots (`native/src/fields.rs`), and any other object's by `getattr`."""
 
+class CallDecoder:
+    """Reads by-account records' calls into `call_type` objects (`models.records.ApiCall`,
+    which it registers as `register_call_type` does), equal strings shared through a cache
+    of `slots` (a power of two) strings (`native/src/calls.rs`)."""
+
+    def __init__(self, call_type: type, slots: int = 65536) -> None: ...
+    @property
+    def slots(self) -> int: ...
+    @property
+    def cached(self) -> int:
+        """How many strings the cache holds (at most `slots`)."""
+    def decode(self, value: bytes, start: int = 0) -> list[Any] | None:
+        """The calls of the msgpack array at `value[start:]`, as msgspec's decoder of
+        `list[call_type]` gives them; None when that decoder must read it."""
+
 class CallBuffer:
     """`streams.ordering.EventTimeMerger`'s waiting calls, in event-time order."""
 

@@ -16,6 +16,7 @@ from operator import attrgetter
 from typing import TypeVar
 
 import msgspec
+from distillwatch_native import CallDecoder
 
 from models.linking.evidence import LinkEdge
 from models.linking.observe import LinkObservation
@@ -37,6 +38,10 @@ TICK_TAG = b"T"
 _T = TypeVar("_T")
 _encode = msgspec.msgpack.Encoder().encode
 _decode_calls = msgspec.msgpack.Decoder(list[ApiCall]).decode
+# The detect stage's calls, read in Rust with their strings shared between calls, so that
+# the engine and the link stage find them in their dicts by pointer (native/src/calls.rs);
+# what it does not read exactly as msgspec does, `_decode_calls` reads.
+_call_decoder = CallDecoder(ApiCall)
 _decode_observations = msgspec.msgpack.Decoder(list[LinkObservation]).decode
 _decode_edges = msgspec.msgpack.Decoder(list[LinkEdge]).decode
 _decode_float = msgspec.msgpack.Decoder(float).decode
@@ -90,7 +95,8 @@ def decode_by_account(value: bytes) -> list[ApiCall] | AnalystVerdict | float:
     record."""
     tag, body = value[:1], memoryview(value)[1:]
     if tag == CALLS_TAG:
-        return _decode_calls(body)
+        calls = _call_decoder.decode(value, 1)
+        return _decode_calls(body) if calls is None else calls
     if tag == PROGRESS_TAG:
         return _decode_float(body)
     if tag == VERDICT_TAG:

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use fields::{f, field};
 
 mod behaviour;
+mod calls;
 mod evidence;
 mod fields;
 mod minutes;
@@ -1701,6 +1702,7 @@ fn distillwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<EdgeCall>()?;
     m.add_class::<order::CallBuffer>()?;
     m.add_class::<EdgeDecoder>()?;
+    m.add_class::<calls::CallDecoder>()?;
     m.add_function(wrap_pyfunction!(encode_calls, m)?)?;
     m.add_function(wrap_pyfunction!(fields::register_call_type, m)?)?;
     Ok(())

@@ -223,14 +223,6 @@ def _fetch_size_per_partition(partitions: int) -> int:
     return min(16 * 1024 * 1024, (48 * 1024 * 1024) // (3 * partitions + 1))
 
 
-def _lags(end: int | None, position: int | None) -> bool:
-    """Whether a partition whose end offset is `end` still has records for a consumer that
-    has taken those before `position` (None: unknown). aiokafka moves an input position
-    past transaction markers; the by-account topic has none (Faust writes it without
-    transactions)."""
-    return end is not None and position is not None and position < end
-
-
 def _after(offset: int | None) -> int | None:
     return None if offset is None else offset + 1
 
@@ -713,17 +705,18 @@ class Pipeline:
         later."""
         if self.sink is None:
             return
-        if self.by_account_lag() >= BACKLOG_RECORDS:
+        lag = self.by_account_lag()
+        if lag >= BACKLOG_RECORDS:
             self._backlog = True
-        elif self._backlog and self._caught_up():
+        elif self._backlog and lag == 0 and self._caught_up():
             self._backlog = False
             if self._catch_up_flush is None or self._catch_up_flush.done():
                 self._catch_up_flush = asyncio.ensure_future(self._flush())
 
     def _caught_up(self) -> bool:
-        """Nothing left behind this worker's position: no by-account record untaken, no
-        call waiting in the merger or the edge's order, no input record unread."""
-        if self.lagging_partitions() or len(self.merger) or len(self.input_order):
+        """Nothing left behind this worker's position but by-account records: no call
+        waiting in the merger or the edge's order, no input record unread."""
+        if len(self.merger) or len(self.input_order):
             return False
         partitions = self.input_partitions()
         return (partitions is not None and self.input is not None
@@ -1331,17 +1324,35 @@ class Pipeline:
     def lagging_partitions(self) -> list[int]:
         """Partitions of the by-account topic with records this worker has not taken yet
         (the merger waits for them, however long they are silent)."""
+        return [p for p, behind in self._records_behind().items() if behind > 0]
+
+    def by_account_lag(self) -> int:
+        """By-account records not yet taken, over the partitions this worker holds (a
+        partition with nothing taken yet, or whose end is not known yet, counts none)."""
+        return sum(self._records_behind().values())
+
+    def _records_behind(self) -> dict[int, int]:
+        """By-account partition held -> records after the last one taken, where both its
+        end and the last taken are known; none while they cannot be read."""
         name = self.settings.internal_topic_by_account
         try:
             consumer = self.app.consumer
             assignment = consumer.assignment()
             taken = self._taken
-            return [tp.partition for tp in assignment if tp.topic == name and _lags(
-                consumer.highwater(tp), _after(taken.get((name, tp.partition))))]
+            behind = {}
+            for tp in assignment:
+                if tp.topic == name:
+                    end = consumer.highwater(tp)
+                    position = _after(taken.get((name, tp.partition)))
+                    # (the by-account topic has no transaction markers for an end to
+                    # count: Faust writes it without transactions)
+                    if end is not None and position is not None and position < end:
+                        behind[tp.partition] = end - position
+            return behind
         except (ConsumerNotStarted, AssertionError):
             # Not started, or a partition let go between the assignment and its highwater
             # (aiokafka asserts that it is assigned): none known this time.
-            return []
+            return {}
         except Exception:
             # Anything else is a fault, said once; the merger then releases by its
             # wall-clock idle rule alone rather than stopping the drain.
@@ -1349,26 +1360,7 @@ class Pipeline:
                 self._lag_fault_logged = True
                 log.exception("cannot read the by-account partitions' highwaters; event-time"
                               " order falls back to the idle rule")
-            return []
-
-    def by_account_lag(self) -> int:
-        """By-account records not yet taken, over the partitions this worker holds (a
-        partition with nothing taken yet, or whose end is not known yet, counts none)."""
-        name = self.settings.internal_topic_by_account
-        try:
-            consumer = self.app.consumer
-            assignment = consumer.assignment()
-            taken = self._taken
-            lag = 0
-            for tp in assignment:
-                if tp.topic != name:
-                    continue
-                end, position = consumer.highwater(tp), _after(taken.get((name, tp.partition)))
-                if end is not None and position is not None and position < end:
-                    lag += end - position
-            return lag
-        except Exception:  # not started or rebalancing (as in `lagging_partitions`): unknown
-            return 0
+            return {}
 
     def health(self) -> dict[str, Any]:
         s = self.stats

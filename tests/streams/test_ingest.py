@@ -97,13 +97,6 @@ def test_every_partition_a_worker_reads_fits_in_one_fetch(partitions: int) -> No
     assert (3 * partitions + 1) * size <= 50 * 1024 * 1024
 
 
-def test_a_partition_lags_while_records_wait_in_it() -> None:
-    lags = pipeline_module._lags
-    assert lags(end=10, position=3) and lags(end=10, position=9)
-    assert not lags(end=10, position=10)
-    assert not lags(end=None, position=3) and not lags(end=10, position=None)
-
-
 def test_records_taken_before_are_skipped_and_counted(tmp_path: Path) -> None:
     # A consumer that goes back to an offset it had read (a seek after a rebalance that
     # left the partition here) delivers records again: each is processed once.

@@ -75,9 +75,12 @@ def test_the_lag_counts_the_records_not_taken_of_partitions_with_a_position(
     worker: Pipeline,
 ) -> None:
     topic = worker.settings.internal_topic_by_account
-    worker.app.consumer = Consumer(topic, {0: 10, 1: 10, 2: 5})  # type: ignore[assignment]
-    worker._taken = {(topic, 0): 9, (topic, 1): 4, ("other", 0): 0}
-    assert worker.by_account_lag() == 5  # 1: offsets 5-9; 2: nothing taken yet, unknown
+    highwaters: dict[int, int | None] = {0: 10, 1: 10, 2: 5, 3: None}
+    worker.app.consumer = Consumer(topic, highwaters)  # type: ignore[arg-type, assignment]
+    worker._taken = {(topic, 0): 9, (topic, 1): 4, (topic, 3): 4, ("other", 0): 0}
+    # 0: all taken; 1: offsets 5-9; 2: nothing taken yet; 3: its end not known yet
+    assert worker.by_account_lag() == 5
+    assert worker.lagging_partitions() == [1]
 
 
 class Input:

@@ -46,7 +46,8 @@ def by_account_records(count: int, accounts: int) -> list[bytes]:
     reader = EdgeReader(PARTITIONS)
     records = []
     for i in range(0, count, 1000):
-        calls, _ = reader.read(b"[" + b",".join(values[i:i + 1000]) + b"]")
+        calls, rejected = reader.read(b"[" + b",".join(values[i:i + 1000]) + b"]")
+        assert rejected == [], "the edge rejected events of the bench's traffic"
         for group in group_by_destination(calls).values():
             records += [encode_edge_calls(group[j:j + 1000]) for j in range(0, len(group), 1000)]
     assert reader.by_python == 0, "the Rust edge declined the bench's records"

@@ -107,6 +107,9 @@ const FIELDS: [Field; 28] = [
     declared("payment_fingerprint", Kind::Str, true),
 ];
 
+/// How many fields an `ApiCall` array holds (the edge writes them all, `encode_event`).
+pub(crate) const FIELD_COUNT: usize = FIELDS.len();
+
 /// The fewest bytes a call takes: an array header and its eight required fields.
 const MIN_CALL_BYTES: usize = 9;
 

@@ -881,7 +881,7 @@ fn put_array_header(out: &mut Vec<u8>, n: usize) {
     }
 }
 
-const API_CALL_FIELDS: usize = 28;
+const API_CALL_FIELDS: usize = calls::FIELD_COUNT;
 
 /// Where one valid event lies in a record's encoded calls: its `ApiCall` payload and,
 /// inside it, the UTF-8 bytes of its tenant and account ids.

@@ -14,9 +14,8 @@ from distillwatch_native import CallDecoder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench._traffic import TrafficPlan, events
+from bench.decode_internal import by_account_records
 from models.records import ApiCall
-from streams.edge import EdgeReader, encode_edge_calls, group_by_destination
 from streams.internal import CALLS_TAG, decode_by_account, encode_calls
 
 msgspec_decode = msgspec.msgpack.Decoder(list[ApiCall]).decode
@@ -77,20 +76,8 @@ def by_account(payload: bytes) -> object:
 # What it reads ---------------------------------------------------------------------------
 
 
-def edge_records(count: int = 20_000, accounts: int = 2_000) -> list[bytes]:
-    """The benchmark's traffic through the Rust edge: by-account records of its calls."""
-    values = [e.value for e in events(TrafficPlan(accounts=accounts), 0, count)]
-    reader, records = EdgeReader(4), []
-    for i in range(0, count, 1000):
-        calls, rejected = reader.read(b"[" + b",".join(values[i:i + 1000]) + b"]")
-        assert rejected == []
-        records += [encode_edge_calls(group) for group in group_by_destination(calls).values()]
-    assert reader.by_python == 0
-    return records
-
-
 def test_the_edges_records_are_read_in_rust_as_msgspec_reads_them(decoder: CallDecoder) -> None:
-    records = edge_records()
+    records = by_account_records(20_000, 2_000)  # the bench's traffic through the Rust edge
     for record in records:
         assert record[:1] == CALLS_TAG
         read_as_msgspec(decoder, record, 1)

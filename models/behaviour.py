@@ -341,6 +341,11 @@ class BehaviourDetector(RebuiltCore[BehaviourCore], AccountDetector[BehaviourSta
         # requests in the hour. Both in Rust (`BehaviourCore.count`), once per call.
         if not self._core.count(state, call):
             return None
+        return self.judge_counted(state, call)
+
+    def judge_counted(self, state: BehaviourState, call: ApiCall) -> Finding | None:
+        """The second half of `assess_one`: the finding of a call already counted into
+        `state` whose count let it through the gate."""
         # A late call is judged with the account as it stands now: decayed counts cannot
         # be rewound to before later calls were counted.
         ts = call.ts

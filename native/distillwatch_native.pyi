@@ -98,6 +98,11 @@ class BehaviourCore:
         """Count the call into the state; True when the call must be judged."""
     def suspicion(self, state: Any, ts: float) -> float:
         """The account's suspicion at event time `ts`, in [0, 1]."""
+    def process_many(self, engine: Any, calls: list[Any], start: int, stop: int,
+                     until_ts: float, known: set[Any] | None, prepare: Any | None,
+                     suspicions: list[float], scores: list[float],
+                     alerts: list[Any]) -> tuple[int, BaseException | None]:
+        """`models.engine.DetectionEngine.process_many` for the usual engine."""
 
 def register_call_type(call_type: type) -> None:
     """Read the slot offsets of `models.records.ApiCall` once: the cores then read a call's

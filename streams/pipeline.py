@@ -735,9 +735,8 @@ class Pipeline:
                      else self.merger.release(time.monotonic(), self.lagging_partitions()))
             if not ready:
                 return
-            engine, process = self.engine, self.engine.process
+            engine, store = self.engine, self.store
             topic = self.settings.internal_topic_by_account
-            store, dirty, held = self.store, self._dirty, engine.account_state
             # The calls processed since the link stage last ran, the engine's suspicion
             # after each and their combined scores: the link stage (share suspicion, link
             # observer) and the sink's counts run over them together (`_link_calls`).
@@ -753,26 +752,28 @@ class Pipeline:
             observations: list[LinkObservation] = []
             sweep_at = self._next_eviction
             latest = -math.inf  # event time of the last call processed
-            for call in ready:
-                try:
-                    if store is not None:
-                        key = (call.tenant_id, call.account_id)
-                        if key not in dirty:
-                            if held(*key) is None:
-                                self._load(key)
-                            dirty.add(key)
-                    alerts = process(call)
-                    suspicion = engine.last_suspicion
-                except Exception as exc:
-                    await self._processing_error(exc, encode_calls([call]), topic, None)
-                    continue
+            alerts: list[Alert] = []
+            # With a store, an account's first call since its last snapshot loads its
+            # state if it is not in memory and marks it for the next (`_prepare`).
+            known, prepare = (None, None) if store is None else (self._dirty, self._prepare)
+            done = 0
+            while done < len(ready):
+                stop = min(len(ready), done + LINK_SLICE_CALLS - len(calls))
+                end, error = engine.process_many(
+                    ready, done, stop, sweep_at if store is not None else math.inf,
+                    known, prepare, suspicions, scores, alerts)
                 for alert in alerts:
                     await self._emit(alert)
-                calls.append(call)
-                suspicions.append(suspicion)
-                scores.append(engine.last_score)
-                latest = call.ts
-                sweep = call.ts >= sweep_at and store is not None
+                alerts.clear()
+                if end > done:
+                    calls += ready[done:end]
+                    latest = ready[end - 1].ts
+                if error is not None:
+                    await self._processing_error(error, encode_calls([ready[end]]), topic, None)
+                    done = end + 1
+                    continue
+                done = end
+                sweep = store is not None and latest >= sweep_at
                 if sweep or len(calls) >= LINK_SLICE_CALLS:
                     await self._link_calls(calls, suspicions, scores, observations)
                     calls, suspicions, scores = [], [], []
@@ -790,7 +791,7 @@ class Pipeline:
                     # stays with the wall-clock checkpoints (and
                     # `_keep_up_with_the_store`): a checkpoint per minute of event time
                     # wrote the same active accounts again and again in a fast replay.
-                    self.watermark = max(self.watermark, call.ts)
+                    self.watermark = max(self.watermark, latest)
                     self._sweep()
                     sweep_at = self._next_eviction
             await self._link_calls(calls, suspicions, scores, observations)
@@ -815,6 +816,13 @@ class Pipeline:
             # Counted last, once the drain's alerts are sent: a caller that sees every call
             # detected sees their alerts too.
             self.stats.events_detected += len(ready)
+
+    def _prepare(self, key: AccountKey) -> None:
+        """Before an account's first call since its last snapshot: its state back in the
+        engine if it is packed or stored, and the account marked for the next one."""
+        if self.engine.account_state(*key) is None:
+            self._load(key)
+        self._dirty.add(key)
 
     async def _link_calls(self, calls: list[ApiCall], suspicions: list[float],
                           scores: list[float], observations: list[LinkObservation]) -> None:

@@ -10,8 +10,9 @@
 
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
+use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use pyo3::types::PyString;
+use pyo3::types::{PyDict, PyFloat, PyList, PySet, PyString, PyTuple};
 
 use crate::fields::{f, field};
 use crate::{bucket, int};
@@ -293,6 +294,63 @@ impl BehaviourCore {
         Ok(gate(&c, w1))
     }
 
+    /// `DetectionEngine.process_many` for the usual engine (one `BehaviourDetector`
+    /// whose core this is): each of `calls[start:stop]` in order, as `process` would,
+    /// its engine suspicion appended to `suspicions`, its combined score to `scores`, its
+    /// alerts to `alerts`. Stops after the first call at or after `until_ts`, or before
+    /// a call that raises an `Exception` (returned, with that call's index, as the
+    /// second item). With `known` a set, a call whose (tenant, account) key is not in it
+    /// goes to `prepare(key)` first, if given.
+    ///
+    /// The common call (an account with state and no open episode, no cohort epoch to
+    /// finalise, no pattern past its gate, sampled in the current cohort epoch) is
+    /// counted and judged here, without Python. Every other call runs in the engine:
+    /// `process(call)` when nothing is counted yet, else `_counted(call, key, account,
+    /// gate)`, the rest of `process` after the count.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (engine, calls, start, stop, until_ts, known, prepare, suspicions, scores, alerts))]
+    fn process_many<'py>(
+        &self,
+        py: Python<'py>,
+        engine: &Bound<'py, PyAny>,
+        calls: &Bound<'py, PyList>,
+        start: usize,
+        stop: usize,
+        until_ts: f64,
+        known: Option<&Bound<'py, PySet>>,
+        prepare: Option<&Bound<'py, PyAny>>,
+        suspicions: &Bound<'py, PyList>,
+        scores: &Bound<'py, PyList>,
+        alerts: &Bound<'py, PyList>,
+    ) -> PyResult<(usize, Option<PyObject>)> {
+        let accounts_obj = engine.getattr(intern!(py, "_accounts"))?;
+        let accounts = accounts_obj.downcast::<PyDict>()?;
+        let mut run = Run::read(py, engine)?;
+        let out = Out { suspicions, scores, alerts, zero: PyFloat::new(py, 0.0) };
+        let stop = stop.min(calls.len());
+        let mut i = start;
+        while i < stop {
+            let call = calls.get_item(i)?;
+            match self.process_one(py, engine, accounts, &mut run, &call, known, prepare, &out) {
+                Ok(ts) => {
+                    i += 1;
+                    if ts >= until_ts {
+                        break;
+                    }
+                }
+                Err(err) => {
+                    run.write(py, engine, &out)?;
+                    if err.is_instance_of::<PyException>(py) {
+                        return Ok((i, Some(err.into_value(py).into_any())));
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        run.write(py, engine, &out)?;
+        Ok((i, None))
+    }
+
     /// `BehaviourDetector.suspicion(state, ts)`.
     fn suspicion(&self, py: Python<'_>, state: &Bound<'_, PyAny>, ts: f64) -> PyResult<f64> {
         let landmark: f64 = state.getattr(intern!(py, "landmark"))?.extract()?;
@@ -415,4 +473,159 @@ impl BehaviourCore {
         state.setattr(intern!(py, "template_next"), (slot + 1) % TEMPLATE_SLOTS)?;
         Ok(())
     }
+}
+
+/// Where `process_many` appends what each call gave.
+struct Out<'a, 'py> {
+    suspicions: &'a Bound<'py, PyList>,
+    scores: &'a Bound<'py, PyList>,
+    alerts: &'a Bound<'py, PyList>,
+    zero: Bound<'py, PyFloat>,
+}
+
+/// The engine's attributes a `process_many` run reads and moves: read at its start and
+/// after each call that ran in Python, written back before one and at its end.
+struct Run<'py> {
+    /// `_watermark`, as its float object, and whether this run moved it.
+    watermark: Bound<'py, PyAny>,
+    watermark_f: f64,
+    moved: bool,
+    /// `cohorts._next_final`: +inf without cohort models.
+    next_final: f64,
+    /// Without cohort models, no epoch to sample in.
+    cohorts: bool,
+    /// `_epoch`, shared by the states sampled in it, and its event times [from, until).
+    epoch: Bound<'py, PyAny>,
+    epoch_from: f64,
+    epoch_until: f64,
+    /// The state and event time of the last call counted here, for `last_suspicion`.
+    last: Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)>,
+}
+
+impl<'py> Run<'py> {
+    fn read(py: Python<'py>, engine: &Bound<'py, PyAny>) -> PyResult<Self> {
+        let watermark = engine.getattr(intern!(py, "_watermark"))?;
+        let cohorts = engine.getattr(intern!(py, "cohorts"))?;
+        let next_final = if cohorts.is_none() {
+            f64::INFINITY
+        } else {
+            cohorts.getattr(intern!(py, "_next_final"))?.extract()?
+        };
+        Ok(Run {
+            watermark_f: watermark.extract()?,
+            watermark,
+            moved: false,
+            next_final,
+            cohorts: !cohorts.is_none(),
+            epoch: engine.getattr(intern!(py, "_epoch"))?,
+            epoch_from: engine.getattr(intern!(py, "_epoch_from"))?.extract()?,
+            epoch_until: engine.getattr(intern!(py, "_epoch_until"))?.extract()?,
+            last: None,
+        })
+    }
+
+    /// Leave the engine as `process` would have: its watermark, and the last call's
+    /// state, time and score (0: no finding) if that call was counted here.
+    fn write(&mut self, py: Python<'py>, engine: &Bound<'py, PyAny>, out: &Out<'_, 'py>) -> PyResult<()> {
+        if self.moved {
+            engine.setattr(intern!(py, "_watermark"), &self.watermark)?;
+            self.moved = false;
+        }
+        if let Some((state, ts)) = self.last.take() {
+            engine.setattr(intern!(py, "_last_state"), state)?;
+            engine.setattr(intern!(py, "_last_ts"), ts)?;
+            engine.setattr(intern!(py, "last_score"), &out.zero)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `state` was sampled in the epoch of `ts` already, as the engine's
+    /// `state.sampled_epoch is epoch or == epoch`; false outside the current epoch.
+    fn sampled(&self, py: Python<'py>, state: &Bound<'py, PyAny>, ts: f64) -> PyResult<bool> {
+        if !self.cohorts {
+            return Ok(true);
+        }
+        if !(self.epoch_from <= ts && ts < self.epoch_until) {
+            return Ok(false);
+        }
+        let sampled = state.getattr(intern!(py, "sampled_epoch"))?;
+        Ok(sampled.is(&self.epoch) || sampled.eq(&self.epoch)?)
+    }
+}
+
+impl BehaviourCore {
+    /// One call of `process_many`; returns its event time.
+    #[allow(clippy::too_many_arguments)]
+    fn process_one<'py>(
+        &self,
+        py: Python<'py>,
+        engine: &Bound<'py, PyAny>,
+        accounts: &Bound<'py, PyDict>,
+        run: &mut Run<'py>,
+        call: &Bound<'py, PyAny>,
+        known: Option<&Bound<'py, PySet>>,
+        prepare: Option<&Bound<'py, PyAny>>,
+        out: &Out<'_, 'py>,
+    ) -> PyResult<f64> {
+        let ts_obj = field(call, f::TS)?;
+        let ts: f64 = ts_obj.extract()?;
+        let key = PyTuple::new(py, [field(call, f::TENANT_ID)?, field(call, f::ACCOUNT_ID)?])?;
+        if let (Some(known), Some(prepare)) = (known, prepare) {
+            if !known.contains(&key)? {
+                run.write(py, engine, out)?;
+                prepare.call1((&key,))?;
+                *run = Run::read(py, engine)?;
+            }
+        }
+        if ts > run.watermark_f {
+            run.watermark_f = ts;
+            run.watermark = ts_obj.clone();
+            run.moved = true;
+        }
+        let account = match accounts.get_item(&key)? {
+            Some(account)
+                if run.watermark_f < run.next_final
+                    && account.getattr(intern!(py, "episode"))?.is_none() =>
+            {
+                account
+            }
+            _ => {
+                run.write(py, engine, out)?;
+                let made = engine.call_method1(intern!(py, "process"), (call,))?;
+                return ran_in_python(py, engine, run, &made, out, ts);
+            }
+        };
+        let states = account.getattr(intern!(py, "detector_states"))?;
+        let state = states.downcast::<PyTuple>()?.get_item(0)?;
+        let gate = self.count(py, &state, call)?;
+        if !gate && run.sampled(py, &state, ts)? {
+            out.suspicions.append(self.suspicion(py, &state, ts)?)?;
+            out.scores.append(&out.zero)?;
+            run.last = Some((state, ts_obj));
+            return Ok(ts);
+        }
+        run.write(py, engine, out)?;
+        let made = engine.call_method1(intern!(py, "_counted"), (call, key, account, gate))?;
+        ran_in_python(py, engine, run, &made, out, ts)
+    }
+}
+
+/// The appends of a call the engine's Python ran, `made` its alerts; the engine's
+/// attributes read again.
+fn ran_in_python<'py>(
+    py: Python<'py>,
+    engine: &Bound<'py, PyAny>,
+    run: &mut Run<'py>,
+    made: &Bound<'py, PyAny>,
+    out: &Out<'_, 'py>,
+    ts: f64,
+) -> PyResult<f64> {
+    *run = Run::read(py, engine)?;
+    let suspicion = engine.getattr(intern!(py, "last_suspicion"))?;
+    out.suspicions.append(suspicion)?;
+    out.scores.append(engine.getattr(intern!(py, "last_score"))?)?;
+    for alert in made.try_iter()? {
+        out.alerts.append(alert?)?;
+    }
+    Ok(ts)
 }

@@ -5,10 +5,11 @@
 The steps of `streams.pipeline`, in its order, on the throughput bench's traffic in
 records of 1,000 events: validating at the edge (the Rust reader of `streams.edge`),
 re-keying and encoding for the internal topic (its payloads joined), decoding there,
-ordering in event time, the detection engine, the link stage (share suspicion and link
-observer, over slices of calls as a drain runs it) and its records, the link agent (the
-records decoded and counted into the key evidence), the ClickHouse sink's
-buffering and row building (no insert), and one snapshot per account. The worker's CPU per event
+ordering in event time, the detection engine and the link stage (share suspicion and
+link observer), each over slices of calls as a drain runs them, and the link stage's
+records, the link agent (the records decoded and counted into the key evidence), the
+ClickHouse sink's buffering and row building (no insert), and one snapshot per account.
+The worker's CPU per event
 (`python -m bench.throughput`) minus the total here is what Kafka, Faust, asyncio and
 the ClickHouse insert cost on top. After the total, what the Python edge (`decode_calls`,
 then msgspec's encoding) costs for the same records, for comparison. The collector runs
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -29,6 +31,7 @@ from models.linking.evidence import KeyEvidence, LinkEdge
 from models.linking.observe import LinkObservation, LinkObserver
 from models.linking.suspicion import LinkingSuspicion
 from models.records import ApiCall
+from schemas.alert import Alert
 from streams.cli import WORKER_GC_THRESHOLD
 from streams.edge import EdgeReader, encode_edge_calls, group_by_destination
 from streams.fast_decode import decode_calls
@@ -105,11 +108,12 @@ def main() -> None:
     engine_suspicion: list[float] = []
 
     def detect() -> None:
-        process = engine.process
-        for call in ready:
-            process(call)
-            scores.append(engine.last_score)
-            engine_suspicion.append(engine.last_suspicion)
+        # As a drain runs it: the engine over slices of calls (`process_many`).
+        alerts: list[Alert] = []
+        for i in range(0, n, LINK_SLICE_CALLS):
+            end, error = engine.process_many(ready, i, min(n, i + LINK_SLICE_CALLS), math.inf,
+                                             None, None, engine_suspicion, scores, alerts)
+            assert error is None and end == min(n, i + LINK_SLICE_CALLS), error
 
     step("detection engine", detect)
     observations: list[LinkObservation] = []

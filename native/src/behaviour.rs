@@ -138,6 +138,132 @@ impl BehaviourCore {
     /// the account has at least two matching requests of a pattern in the hour (scaled as
     /// stored), so the call must be judged.
     fn count(&self, py: Python<'_>, state: &Bound<'_, PyAny>, call: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Ok(self.count_into(py, state, call)?.gate)
+    }
+
+    /// `DetectionEngine.process_many` for the usual engine (one `BehaviourDetector`
+    /// whose core this is): each of `calls[start:stop]` in order, as `process` would,
+    /// its engine suspicion appended to `suspicions`, its combined score to `scores`, its
+    /// alerts to `alerts`. Stops after the first call at or after `until_ts`, or before
+    /// a call that raises an `Exception` (returned, with that call's index, as the
+    /// second item). With `known` a set, a call whose (tenant, account) key is not in it
+    /// goes to `prepare(key)` first, if given.
+    ///
+    /// The common call (an account with state and no open episode, no cohort epoch to
+    /// finalise, no pattern past its gate, sampled in the current cohort epoch) is
+    /// counted and judged here, without Python. Every other call runs in the engine:
+    /// `process(call)` when nothing is counted yet, else `_counted(call, key, account,
+    /// gate)`, the rest of `process` after the count.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (engine, calls, start, stop, until_ts, known, prepare, suspicions, scores, alerts))]
+    fn process_many<'py>(
+        &self,
+        py: Python<'py>,
+        engine: &Bound<'py, PyAny>,
+        calls: &Bound<'py, PyList>,
+        start: usize,
+        stop: usize,
+        until_ts: f64,
+        known: Option<&Bound<'py, PySet>>,
+        prepare: Option<&Bound<'py, PyAny>>,
+        suspicions: &Bound<'py, PyList>,
+        scores: &Bound<'py, PyList>,
+        alerts: &Bound<'py, PyList>,
+    ) -> PyResult<(usize, Option<PyObject>)> {
+        let accounts_obj = engine.getattr(intern!(py, "_accounts"))?;
+        let accounts = accounts_obj.downcast::<PyDict>()?;
+        let mut run = Run::read(py, engine)?;
+        let out = Out { suspicions, scores, alerts, zero: PyFloat::new(py, 0.0) };
+        let stop = stop.min(calls.len());
+        let mut i = start;
+        while i < stop {
+            let call = calls.get_item(i)?;
+            match self.process_one(py, engine, accounts, &mut run, &call, known, prepare, &out) {
+                Ok(ts) => {
+                    i += 1;
+                    if ts >= until_ts {
+                        break;
+                    }
+                }
+                Err(err) => {
+                    run.write(py, engine, &out)?;
+                    if err.is_instance_of::<PyException>(py) {
+                        return Ok((i, Some(err.into_value(py).into_any())));
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        run.write(py, engine, &out)?;
+        Ok((i, None))
+    }
+
+    /// `BehaviourDetector.suspicion(state, ts)`.
+    fn suspicion(&self, py: Python<'_>, state: &Bound<'_, PyAny>, ts: f64) -> PyResult<f64> {
+        let landmark: f64 = state.getattr(intern!(py, "landmark"))?.extract()?;
+        let counts_obj = state.getattr(intern!(py, "counts"))?;
+        let buffer = pyo3::buffer::PyBuffer::<f32>::get(&counts_obj)?;
+        let cells = buffer
+            .as_slice(py)
+            .ok_or_else(|| PyValueError::new_err("a behaviour state's counts are not a float32 array"))?;
+        let c = read_counts(cells.iter().map(pyo3::buffer::ReadOnlyCell::get))?;
+        suspicion_of(py, state, &c, landmark, ts)
+    }
+}
+
+/// What counting a call left: `assess_one`'s gate, the counters as written back (as
+/// doubles) and the landmark they are scaled to.
+struct Counted {
+    gate: bool,
+    c: [f64; SLOTS],
+    landmark: f64,
+}
+
+/// `BehaviourDetector.suspicion` of a state whose counters (as doubles) are `c`, scaled
+/// to `landmark`.
+fn suspicion_of(py: Python<'_>, state: &Bound<'_, PyAny>, c: &[f64; SLOTS], landmark: f64, ts: f64) -> PyResult<f64> {
+        let w2 = if landmark > f64::NEG_INFINITY { ((ts - landmark) / 86400.0).exp() } else { 1.0 };
+        let requests = c[14] / w2;
+        if requests < 1.0 {
+            return Ok(0.0);
+        }
+        let prompted = requests - c[15] / w2;
+        let (cot, harvest) = (c[16] / w2, c[17] / w2);
+        let template_share = c[26] / w2 / (prompted + 2.0);
+        let single_share = c[18] / w2 / (requests + 2.0);
+        let harvest_shape =
+            ramp((harvest + 1.0) / (cot + 2.0), 0.6, 0.9) * ramp(harvest / (prompted + 2.0), 0.15, 0.5);
+        let mut sweep_shape = ramp(c[21] / w2 / (requests + 2.0), 0.3, 0.7);
+        if sweep_shape > 0.0 {
+            let packed: i128 = state.getattr(intern!(py, "topics"))?.extract()?;
+            let coverage = f64::from(topic_coverage(packed, ts)?);
+            sweep_shape *= py_max(
+                py_max(ramp(coverage, 6.0, 10.0), ramp(template_share, 0.3, 0.6)),
+                breadth(topic_entropy(c, landmark, ts)),
+            );
+        }
+        let probe_shape = ramp(c[22] / w2 / (prompted + 2.0), 0.08, 0.3);
+        let shape = py_max(py_max(harvest_shape, sweep_shape), probe_shape);
+        let completed = requests - c[24] / w2 - c[25] / w2;
+        let max_tokens_share = if completed > 0.0 { c[20] / w2 / (completed + 2.0) } else { 0.0 };
+        let context = (ramp(template_share, 0.3, 0.7)
+            + ramp(max_tokens_share, 0.1, 0.3)
+            + ramp(single_share, 0.7, 0.95))
+            / 3.0;
+        let reasoning_heavy = 0.25 * ramp(cot / (prompted + 2.0), 0.3, 0.9);
+        Ok(1.0 - (1.0 - shape * (0.7 + 0.3 * context)) * (1.0 - reasoning_heavy))
+    }
+
+/// `assess_one`'s gate: no pattern can score without two matching requests in the hour.
+fn gate(c: &[f64; SLOTS], w1: f64) -> bool {
+    let gate = 2.0 * w1;
+    !(c[3] < gate && c[7] < gate && c[8] < gate)
+}
+
+impl BehaviourCore {
+    /// `BehaviourDetector._count(state, call)`: the counters as written back, the
+    /// landmark they are scaled to, and the gate of `assess_one`.
+    fn count_into(&self, py: Python<'_>, state: &Bound<'_, PyAny>, call: &Bound<'_, PyAny>) -> PyResult<Counted> {
         // The call's own float becomes the state's landmark and last call time, as in
         // Python: no float object of the state's own (24 bytes an account).
         let ts_obj = field(call, f::TS)?;
@@ -152,13 +278,14 @@ impl BehaviourCore {
         let d = ts - landmark;
         let (w0, w1, w2);
         // Also an account's first call: its landmark is -inf.
-        if d > self.renormalise_after {
+        let renormalised = d > self.renormalise_after;
+        if renormalised {
             self.renormalise(py, state, &mut c, landmark, &ts_obj, ts)?;
             (w0, w1, w2) = (1.0, 1.0, 1.0);
         } else if d < -self.renormalise_after {
             // Hours late: too old to change what the horizons show. Not counted; with a
             // gate of 0 the call is judged on the account as it stands.
-            return Ok(gate(&c, 0.0));
+            return Ok(Counted { gate: gate(&c, 0.0), c, landmark });
         } else {
             w0 = (d / 600.0).exp();
             w1 = (d / 3600.0).exp();
@@ -291,115 +418,9 @@ impl BehaviourCore {
             }
             state.setattr(intern!(py, "last_ts"), &ts_obj)?;
         }
-        Ok(gate(&c, w1))
+        Ok(Counted { gate: gate(&c, w1), c, landmark: if renormalised { ts } else { landmark } })
     }
 
-    /// `DetectionEngine.process_many` for the usual engine (one `BehaviourDetector`
-    /// whose core this is): each of `calls[start:stop]` in order, as `process` would,
-    /// its engine suspicion appended to `suspicions`, its combined score to `scores`, its
-    /// alerts to `alerts`. Stops after the first call at or after `until_ts`, or before
-    /// a call that raises an `Exception` (returned, with that call's index, as the
-    /// second item). With `known` a set, a call whose (tenant, account) key is not in it
-    /// goes to `prepare(key)` first, if given.
-    ///
-    /// The common call (an account with state and no open episode, no cohort epoch to
-    /// finalise, no pattern past its gate, sampled in the current cohort epoch) is
-    /// counted and judged here, without Python. Every other call runs in the engine:
-    /// `process(call)` when nothing is counted yet, else `_counted(call, key, account,
-    /// gate)`, the rest of `process` after the count.
-    #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (engine, calls, start, stop, until_ts, known, prepare, suspicions, scores, alerts))]
-    fn process_many<'py>(
-        &self,
-        py: Python<'py>,
-        engine: &Bound<'py, PyAny>,
-        calls: &Bound<'py, PyList>,
-        start: usize,
-        stop: usize,
-        until_ts: f64,
-        known: Option<&Bound<'py, PySet>>,
-        prepare: Option<&Bound<'py, PyAny>>,
-        suspicions: &Bound<'py, PyList>,
-        scores: &Bound<'py, PyList>,
-        alerts: &Bound<'py, PyList>,
-    ) -> PyResult<(usize, Option<PyObject>)> {
-        let accounts_obj = engine.getattr(intern!(py, "_accounts"))?;
-        let accounts = accounts_obj.downcast::<PyDict>()?;
-        let mut run = Run::read(py, engine)?;
-        let out = Out { suspicions, scores, alerts, zero: PyFloat::new(py, 0.0) };
-        let stop = stop.min(calls.len());
-        let mut i = start;
-        while i < stop {
-            let call = calls.get_item(i)?;
-            match self.process_one(py, engine, accounts, &mut run, &call, known, prepare, &out) {
-                Ok(ts) => {
-                    i += 1;
-                    if ts >= until_ts {
-                        break;
-                    }
-                }
-                Err(err) => {
-                    run.write(py, engine, &out)?;
-                    if err.is_instance_of::<PyException>(py) {
-                        return Ok((i, Some(err.into_value(py).into_any())));
-                    }
-                    return Err(err);
-                }
-            }
-        }
-        run.write(py, engine, &out)?;
-        Ok((i, None))
-    }
-
-    /// `BehaviourDetector.suspicion(state, ts)`.
-    fn suspicion(&self, py: Python<'_>, state: &Bound<'_, PyAny>, ts: f64) -> PyResult<f64> {
-        let landmark: f64 = state.getattr(intern!(py, "landmark"))?.extract()?;
-        let counts_obj = state.getattr(intern!(py, "counts"))?;
-        let buffer = pyo3::buffer::PyBuffer::<f32>::get(&counts_obj)?;
-        let cells = buffer
-            .as_slice(py)
-            .ok_or_else(|| PyValueError::new_err("a behaviour state's counts are not a float32 array"))?;
-        let c = read_counts(cells.iter().map(pyo3::buffer::ReadOnlyCell::get))?;
-        let w2 = if landmark > f64::NEG_INFINITY { ((ts - landmark) / 86400.0).exp() } else { 1.0 };
-        let requests = c[14] / w2;
-        if requests < 1.0 {
-            return Ok(0.0);
-        }
-        let prompted = requests - c[15] / w2;
-        let (cot, harvest) = (c[16] / w2, c[17] / w2);
-        let template_share = c[26] / w2 / (prompted + 2.0);
-        let single_share = c[18] / w2 / (requests + 2.0);
-        let harvest_shape =
-            ramp((harvest + 1.0) / (cot + 2.0), 0.6, 0.9) * ramp(harvest / (prompted + 2.0), 0.15, 0.5);
-        let mut sweep_shape = ramp(c[21] / w2 / (requests + 2.0), 0.3, 0.7);
-        if sweep_shape > 0.0 {
-            let packed: i128 = state.getattr(intern!(py, "topics"))?.extract()?;
-            let coverage = f64::from(topic_coverage(packed, ts)?);
-            sweep_shape *= py_max(
-                py_max(ramp(coverage, 6.0, 10.0), ramp(template_share, 0.3, 0.6)),
-                breadth(topic_entropy(&c, landmark, ts)),
-            );
-        }
-        let probe_shape = ramp(c[22] / w2 / (prompted + 2.0), 0.08, 0.3);
-        let shape = py_max(py_max(harvest_shape, sweep_shape), probe_shape);
-        let completed = requests - c[24] / w2 - c[25] / w2;
-        let max_tokens_share = if completed > 0.0 { c[20] / w2 / (completed + 2.0) } else { 0.0 };
-        let context = (ramp(template_share, 0.3, 0.7)
-            + ramp(max_tokens_share, 0.1, 0.3)
-            + ramp(single_share, 0.7, 0.95))
-            / 3.0;
-        let reasoning_heavy = 0.25 * ramp(cot / (prompted + 2.0), 0.3, 0.9);
-        Ok(1.0 - (1.0 - shape * (0.7 + 0.3 * context)) * (1.0 - reasoning_heavy))
-    }
-}
-
-/// `assess_one`'s gate: no pattern can score without two matching requests in the hour.
-fn gate(c: &[f64; SLOTS], w1: f64) -> bool {
-    let gate = 2.0 * w1;
-    !(c[3] < gate && c[7] < gate && c[8] < gate)
-}
-
-impl BehaviourCore {
     /// `BehaviourDetector._renormalise`: the counters rescaled to a landmark at `ts`.
     fn renormalise(
         &self,
@@ -597,9 +618,12 @@ impl BehaviourCore {
         };
         let states = account.getattr(intern!(py, "detector_states"))?;
         let state = states.downcast::<PyTuple>()?.get_item(0)?;
-        let gate = self.count(py, &state, call)?;
+        let counted = self.count_into(py, &state, call)?;
+        let gate = counted.gate;
         if !gate && run.sampled(py, &state, ts)? {
-            out.suspicions.append(self.suspicion(py, &state, ts)?)?;
+            // The suspicion of the counters just written, without reading them again.
+            let suspicion = suspicion_of(py, &state, &counted.c, counted.landmark, ts)?;
+            out.suspicions.append(suspicion)?;
             out.scores.append(&out.zero)?;
             run.last = Some((state, ts_obj));
             return Ok(ts);

@@ -8,9 +8,8 @@
 //! were ported from is `tests/models/behaviour_reference.py`;
 //! `tests/models/test_behaviour_core.py` holds the two equal, bit for bit.
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::intern;
-use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyList, PySet, PyString, PyTuple};
 
@@ -222,37 +221,37 @@ struct Counted {
 /// `BehaviourDetector.suspicion` of a state whose counters (as doubles) are `c`, scaled
 /// to `landmark`.
 fn suspicion_of(py: Python<'_>, state: &Bound<'_, PyAny>, c: &[f64; SLOTS], landmark: f64, ts: f64) -> PyResult<f64> {
-        let w2 = if landmark > f64::NEG_INFINITY { ((ts - landmark) / 86400.0).exp() } else { 1.0 };
-        let requests = c[14] / w2;
-        if requests < 1.0 {
-            return Ok(0.0);
-        }
-        let prompted = requests - c[15] / w2;
-        let (cot, harvest) = (c[16] / w2, c[17] / w2);
-        let template_share = c[26] / w2 / (prompted + 2.0);
-        let single_share = c[18] / w2 / (requests + 2.0);
-        let harvest_shape =
-            ramp((harvest + 1.0) / (cot + 2.0), 0.6, 0.9) * ramp(harvest / (prompted + 2.0), 0.15, 0.5);
-        let mut sweep_shape = ramp(c[21] / w2 / (requests + 2.0), 0.3, 0.7);
-        if sweep_shape > 0.0 {
-            let packed: i128 = state.getattr(intern!(py, "topics"))?.extract()?;
-            let coverage = f64::from(topic_coverage(packed, ts)?);
-            sweep_shape *= py_max(
-                py_max(ramp(coverage, 6.0, 10.0), ramp(template_share, 0.3, 0.6)),
-                breadth(topic_entropy(c, landmark, ts)),
-            );
-        }
-        let probe_shape = ramp(c[22] / w2 / (prompted + 2.0), 0.08, 0.3);
-        let shape = py_max(py_max(harvest_shape, sweep_shape), probe_shape);
-        let completed = requests - c[24] / w2 - c[25] / w2;
-        let max_tokens_share = if completed > 0.0 { c[20] / w2 / (completed + 2.0) } else { 0.0 };
-        let context = (ramp(template_share, 0.3, 0.7)
-            + ramp(max_tokens_share, 0.1, 0.3)
-            + ramp(single_share, 0.7, 0.95))
-            / 3.0;
-        let reasoning_heavy = 0.25 * ramp(cot / (prompted + 2.0), 0.3, 0.9);
-        Ok(1.0 - (1.0 - shape * (0.7 + 0.3 * context)) * (1.0 - reasoning_heavy))
+    let w2 = if landmark > f64::NEG_INFINITY { ((ts - landmark) / 86400.0).exp() } else { 1.0 };
+    let requests = c[14] / w2;
+    if requests < 1.0 {
+        return Ok(0.0);
     }
+    let prompted = requests - c[15] / w2;
+    let (cot, harvest) = (c[16] / w2, c[17] / w2);
+    let template_share = c[26] / w2 / (prompted + 2.0);
+    let single_share = c[18] / w2 / (requests + 2.0);
+    let harvest_shape =
+        ramp((harvest + 1.0) / (cot + 2.0), 0.6, 0.9) * ramp(harvest / (prompted + 2.0), 0.15, 0.5);
+    let mut sweep_shape = ramp(c[21] / w2 / (requests + 2.0), 0.3, 0.7);
+    if sweep_shape > 0.0 {
+        let packed: i128 = state.getattr(intern!(py, "topics"))?.extract()?;
+        let coverage = f64::from(topic_coverage(packed, ts)?);
+        sweep_shape *= py_max(
+            py_max(ramp(coverage, 6.0, 10.0), ramp(template_share, 0.3, 0.6)),
+            breadth(topic_entropy(c, landmark, ts)),
+        );
+    }
+    let probe_shape = ramp(c[22] / w2 / (prompted + 2.0), 0.08, 0.3);
+    let shape = py_max(py_max(harvest_shape, sweep_shape), probe_shape);
+    let completed = requests - c[24] / w2 - c[25] / w2;
+    let max_tokens_share = if completed > 0.0 { c[20] / w2 / (completed + 2.0) } else { 0.0 };
+    let context = (ramp(template_share, 0.3, 0.7)
+        + ramp(max_tokens_share, 0.1, 0.3)
+        + ramp(single_share, 0.7, 0.95))
+        / 3.0;
+    let reasoning_heavy = 0.25 * ramp(cot / (prompted + 2.0), 0.3, 0.9);
+    Ok(1.0 - (1.0 - shape * (0.7 + 0.3 * context)) * (1.0 - reasoning_heavy))
+}
 
 /// `assess_one`'s gate: no pattern can score without two matching requests in the hour.
 fn gate(c: &[f64; SLOTS], w1: f64) -> bool {
@@ -613,7 +612,8 @@ impl BehaviourCore {
             _ => {
                 run.write(py, engine, out)?;
                 let made = engine.call_method1(intern!(py, "process"), (call,))?;
-                return ran_in_python(py, engine, run, &made, out, ts);
+                ran_in_python(py, engine, run, &made, out)?;
+                return Ok(ts);
             }
         };
         let states = account.getattr(intern!(py, "detector_states"))?;
@@ -630,7 +630,8 @@ impl BehaviourCore {
         }
         run.write(py, engine, out)?;
         let made = engine.call_method1(intern!(py, "_counted"), (call, key, account, gate))?;
-        ran_in_python(py, engine, run, &made, out, ts)
+        ran_in_python(py, engine, run, &made, out)?;
+        Ok(ts)
     }
 }
 
@@ -642,8 +643,7 @@ fn ran_in_python<'py>(
     run: &mut Run<'py>,
     made: &Bound<'py, PyAny>,
     out: &Out<'_, 'py>,
-    ts: f64,
-) -> PyResult<f64> {
+) -> PyResult<()> {
     *run = Run::read(py, engine)?;
     let suspicion = engine.getattr(intern!(py, "last_suspicion"))?;
     out.suspicions.append(suspicion)?;
@@ -651,5 +651,5 @@ fn ran_in_python<'py>(
     for alert in made.try_iter()? {
         out.alerts.append(alert?)?;
     }
-    Ok(ts)
+    Ok(())
 }

@@ -50,6 +50,7 @@ from streams import memory
 from streams.clickhouse import connect, migrate, query_rows
 from streams.deadletter import dead_letter
 from streams.edge import EdgeCall, EdgeReader, encode_edge_calls, group_by_destination
+from streams.faust_fetch import bound_fetch_wait
 from streams.input import InputConsumer, InputRun, record_of
 from streams.internal import (
     decode_by_account,
@@ -371,6 +372,7 @@ class Pipeline:
             # buffer of 4,096 records per stream held gigabytes when detect fell behind.
             stream_buffer_maxsize=STREAM_BUFFER_RECORDS,
         )
+        bound_fetch_wait(app)
         # Faust consumes the worker's topics; `self.output` writes to them.
         self.by_account = app.topic(s.internal_topic_by_account, value_serializer="raw")
         self.feedback = app.topic(s.topic_feedback, value_serializer="raw")

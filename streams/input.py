@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 HAND_OVER_TIMEOUT_S = 120.0  # the event loop's hand-over of revoked partitions, at most
 COMMITTED_TIMEOUT_S = 30.0  # the broker's answer for committed offsets, at most
+FETCH_MIN_BYTES = 256 * 1024
 
 
 @dataclass(slots=True)
@@ -119,6 +120,11 @@ class InputConsumer:
                 "fetch.max.bytes": fetch_bytes,
                 "max.partition.fetch.bytes": fetch_bytes // 4,
                 "fetch.wait.max.ms": 50,
+                # A fetch waits for this much input, or those 50 ms: at a few tens of
+                # thousands of single-event records a second, fetches that each came back
+                # with a handful of records kept the broker at about half a core on this
+                # machine's two, beside the worker (bench/PROFILE.md, "Twentieth pass").
+                "fetch.min.bytes": FETCH_MIN_BYTES,
                 # What librdkafka prefetches while the worker is busy: a few fetches' worth.
                 "queued.max.messages.kbytes": 2 * fetch_bytes // 1024,
                 # Once the queue is that full, librdkafka waits this long before it

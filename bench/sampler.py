@@ -11,7 +11,8 @@ CPU (the `kafka.Kafka` process on this machine, if any) and the worker's input r
 read / events detected from its `/health/` (`x` when the worker did not answer within
 0.2 s: its event loop was busy).
 
-At the end it sums up the worker's drain (from the first event detected to the last):
+At the end it sums up the worker's drain (from the first event detected to the last one
+before two seconds without any):
 - **main thread under 30 %**: the seconds in which the event loop's thread used less
   than 30 % of a core, that is, the worker waited instead of working (a fetch held by
   the broker: bench/PROFILE.md, "Twentieth pass");
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 
 TICK = os.sysconf("SC_CLK_TCK")
 MAIN_WAITING = 30.0  # % of a core under which the main thread counts as waiting
+DRAIN_PAUSE_S = 2.0  # seconds without an event detected that end a drain
 
 
 @dataclass
@@ -169,8 +171,16 @@ def summary(samples: list[Sample], after_detected: int | None, after_s: float) -
     started = next((s.t for s in answered if s.detected), None)
     if started is None:
         return ["no event detected"]
-    top = max(s.detected or 0 for s in answered)
-    ended = next(s.t for s in answered if s.detected == top)
+    # The drain ends at its last event detected before DRAIN_PAUSE_S without one (a
+    # latency run's paced events, or the bench's late event, come after such a pause).
+    ended, count = started, 0
+    for s in answered:
+        if s.t < started:
+            continue
+        if s.detected != count:
+            if s.t - ended >= DRAIN_PAUSE_S and count:
+                break
+            ended, count = s.t, s.detected or 0
     drain = [s for s in samples if started <= s.t <= ended]
     waiting = sum(b.t - a.t for a, b in zip(drain, drain[1:], strict=False)
                   if b.main < MAIN_WAITING)

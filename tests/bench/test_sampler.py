@@ -46,3 +46,13 @@ def test_a_sample_without_the_brokers_cpu_is_left_out_of_its_mean() -> None:
 def test_without_the_broker_at_all_its_mean_is_a_dash() -> None:
     lines = summary([_at(0.25, 50, 1, None), _at(0.5, 50, 2, None)], None, 8.0)
     assert "broker -," in lines[1]
+
+
+def test_the_drain_ends_before_a_pause_of_two_seconds() -> None:
+    """What the bench sends after the drain (the paced events of a latency run, its late
+    event) is not part of it, nor the pause before."""
+    drain = [_at(t / 4, 90, 1_000 * t) for t in range(1, 5)]  # 0.25-1.0 s
+    pause = [_at(1 + t / 4, 3, 4_000) for t in range(1, 12)]  # 1.25-3.75 s
+    paced = [_at(4 + t / 4, 50, 4_000 + t) for t in range(1, 5)]
+    lines = summary(drain + pause + paced, None, 8.0)
+    assert lines[0] == "drain 0.2-1.0 s: main thread under 30 % for 0.0 s"

@@ -7,7 +7,7 @@ leaves out of it the partitions whose fetched records are not all handed on yet.
 backlog, the by-account partitions were busy being handed on when the next fetch left;
 it asked only for the quiet topics (feedback, campaign edges, link observations not yet
 written) and the broker held it. The by-account partitions, handed on meanwhile, waited
-for it to come back before they could be fetched again: 0.3-0.7 s in most 1,000,000-event
+for it to come back before they could be fetched again: 0.3-1.6 s in most 1,000,000-event
 batched runs, the whole worker idle with 100,000-600,000 calls still to read
 (bench/PROFILE.md, "Twentieth pass"). A short wait bounds that pause; an idle worker then
 sends about ten fetches a second, which the broker answers from memory.

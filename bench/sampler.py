@@ -30,8 +30,10 @@ import subprocess
 import time
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 
-TICK = os.sysconf("SC_CLK_TCK")
+from bench._worker import CLK_TCK, cpu_seconds
+
 MAIN_WAITING = 30.0  # % of a core under which the main thread counts as waiting
 DRAIN_PAUSE_S = 2.0  # seconds without an event detected that end a drain
 
@@ -58,22 +60,17 @@ def _find(pattern: str, timeout_s: float) -> int | None:
     return None
 
 
-def _read(path: str) -> str:
-    with open(path) as f:
-        return f.read()
-
-
 def _threads(pid: int) -> dict[int, tuple[str, float]]:
     """Each thread's name and CPU seconds so far."""
     out = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            stat = _read(f"/proc/{pid}/task/{tid}/stat")
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
         except OSError:
             continue
         name = stat[stat.index("(") + 1:stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2:].split()
-        out[int(tid)] = (name, (int(fields[11]) + int(fields[12])) / TICK)
+        out[int(tid)] = (name, (int(fields[11]) + int(fields[12])) / CLK_TCK)
     return out
 
 
@@ -81,21 +78,19 @@ def _process_cpu(pid: int | None) -> float | None:
     if pid is None:
         return None
     try:
-        stat = _read(f"/proc/{pid}/stat")
-    except OSError:
+        return cpu_seconds(pid)
+    except OSError:  # gone
         return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def _machine() -> tuple[int, int]:
     """(all, idle) jiffies of the machine so far."""
-    values = [int(v) for v in _read("/proc/stat").splitlines()[0].split()[1:]]
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     return sum(values), values[3] + values[4]
 
 
 def _port(pid: int) -> str | None:
-    for entry in _read(f"/proc/{pid}/environ").split("\0"):
+    for entry in Path(f"/proc/{pid}/environ").read_text().split("\0"):
         if entry.startswith("DISTILLWATCH_WEB_PORT="):
             return entry.split("=", 1)[1]
     return None

@@ -4,7 +4,8 @@
 
 The steps of `streams.pipeline`, in its order, on the throughput bench's traffic in
 records of 1,000 events: validating at the edge (the Rust reader of `streams.edge`),
-re-keying and encoding for the internal topic (its payloads joined), decoding there,
+ordering the input in event time (the edge's rows), re-keying and encoding for the
+internal topic (its payloads joined), decoding there,
 ordering in event time, the detection engine and the link stage (share suspicion and
 link observer), each over slices of calls as a drain runs them, and the link stage's
 records, the link agent (the records decoded and counted into the key evidence), the
@@ -23,7 +24,7 @@ import gc
 import math
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from bench._traffic import TrafficPlan, events
 from models.engine import DetectionEngine
@@ -33,7 +34,7 @@ from models.linking.suspicion import LinkingSuspicion
 from models.records import ApiCall
 from schemas.alert import Alert
 from streams.cli import WORKER_GC_THRESHOLD
-from streams.edge import EdgeReader, encode_edge_calls, group_by_destination
+from streams.edge import EdgeCall, EdgeCalls, EdgeReader, edge_records
 from streams.fast_decode import decode_calls
 from streams.internal import (
     decode_by_account,
@@ -79,15 +80,29 @@ def main() -> None:
         return result
 
     reader = EdgeReader(PARTITIONS)
-    decoded = step("edge: Rust reader (JSON -> EdgeCall, validated)",
+    decoded = step("edge: Rust reader (JSON -> EdgeCalls, validated)",
                    lambda: [reader.read(r)[0] for r in records])
     assert reader.by_python == 0, "the Rust reader declined the bench's records"
+
+    def order_input() -> list[EdgeCalls]:
+        # As the ingest runs it: each record's calls (rows) into the edge's order, from
+        # the input partitions in turn, released every few records.
+        order: EventTimeMerger[EdgeCall] = EventTimeMerger(idle_s=1e9, max_hold_s=1e9,
+                                                           edge=True)
+        order.assign(range(PARTITIONS), 0.0)
+        out: list[EdgeCalls] = []
+        for i, calls in enumerate(decoded):
+            order.add(i % PARTITIONS, [calls], 0.0)
+            if i % (2 * PARTITIONS) == 2 * PARTITIONS - 1:
+                out.append(cast(EdgeCalls, order.release(0.0)))
+        order.assign([], 0.0)
+        out.append(cast(EdgeCalls, order.release(0.0)))
+        return out
+
+    released = step("edge: input order (add, release)", order_input)
     internal = step("re-key by account and encode (payloads joined)", lambda: [
-        encode_edge_calls(group[i:i + 1000])
-        for calls in decoded
-        for group in group_by_destination(calls).values()
-        for i in range(0, len(group), 1000)
-    ])
+        value for calls in released for values in edge_records(calls, 1000).values()
+        for value in values])
     by_account = step("decode internal records", lambda: [decode_by_account(v) for v in internal])
 
     def merge() -> list[ApiCall]:

@@ -20,16 +20,29 @@ class EdgeCall:
     def payload(self) -> bytes:
         """The msgpack of the call's `models.records.ApiCall`."""
 
+class EdgeCalls(Sequence[EdgeCall]):
+    """Calls at the edge as Rust rows (a record's, or a release of `EdgeBuffer`); an
+    `EdgeCall` is made for each one Python takes out."""
+
+    @staticmethod
+    def of(calls: list[EdgeCalls | EdgeCall]) -> EdgeCalls:
+        """The calls of `calls`, in order."""
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: int) -> EdgeCall: ...  # type: ignore[override]
+    def by_destination(self, tag: bytes, max_items: int) -> dict[int, list[bytes]]:
+        """For each by-account partition (in the order of its first call), its internal
+        records: `tag`, then a msgpack array of up to `max_items` payloads."""
+
 class EdgeDecoder:
-    """Reads `api-calls` records into `EdgeCall`s, within the contract's size limits."""
+    """Reads `api-calls` records into `EdgeCalls`, within the contract's size limits."""
 
     def __init__(self, partitions: int, max_message_bytes: int, max_event_bytes: int,
                  max_batch_events: int) -> None: ...
     @property
     def partitions(self) -> int: ...
-    def decode(self, value: bytes) -> list[EdgeCall] | None:
+    def decode(self, value: bytes) -> EdgeCalls | None:
         """The calls of one record, or None when the Python edge must read it."""
-    def decode_many(self, values: list[bytes | None]) -> list[list[EdgeCall] | None]:
+    def decode_many(self, values: list[bytes | None]) -> list[EdgeCalls | None]:
         """`decode` of each value (None for None), parsed in one release of the GIL."""
 
 def encode_calls(tag: bytes, calls: list[EdgeCall]) -> bytes:
@@ -136,6 +149,25 @@ class CallBuffer:
     def median_time(self) -> float:
         """The event time in the middle of everything waiting (-inf for nothing)."""
     def take_through(self, limit: float) -> list[Any]:
+        """Remove and return every waiting call with event time <= `limit`, in order."""
+    def waiting_arrivals(self) -> list[int]: ...
+    def drop(self, unwanted: Any) -> None:
+        """Forget the waiting calls whose arrival numbers `unwanted` is true of."""
+
+class EdgeBuffer:
+    """The edge's waiting calls (`EdgeCalls` rows), in event-time order; as `CallBuffer`,
+    without a Python object per call."""
+
+    def __init__(self, many_runs: int = 8) -> None: ...
+    def __len__(self) -> int: ...
+    @property
+    def arrivals(self) -> int:
+        """Calls added so far: the arrival number of the latest (from 1)."""
+    def add(self, calls: list[EdgeCalls | EdgeCall]) -> float:
+        """Take calls in arrival order; the latest event time among them (-inf for none)."""
+    def median_time(self) -> float:
+        """The event time in the middle of everything waiting (-inf for nothing)."""
+    def take_through(self, limit: float) -> EdgeCalls:
         """Remove and return every waiting call with event time <= `limit`, in order."""
     def waiting_arrivals(self) -> list[int]: ...
     def drop(self, unwanted: Any) -> None:

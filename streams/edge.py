@@ -2,11 +2,14 @@
 
 The edge validates each input record once, orders its calls in event time and re-keys
 them by account. It needs of a call only what orders it (event time, tenant, account),
-where it goes (the by-account partition) and the bytes it sends there. `EdgeCall`
-(`native/`, a Rust extension) holds just that: the call is read from JSON and written as
-the msgpack of its `ApiCall` without the GIL and without a Python object per field, and
-the internal record of a partition is those payloads joined (`encode_edge_calls`), byte
-for byte what `streams.internal.encode_calls` writes for the same calls.
+where it goes (the by-account partition) and the bytes it sends there. `EdgeCalls`
+(`native/`, a Rust extension) holds just that for a record's calls, as rows: each call is
+read from JSON and written as the msgpack of its `ApiCall` without the GIL and without a
+Python object, and the internal record of a partition is those payloads joined
+(`edge_records`; `encode_edge_calls` for a list of `EdgeCall`s), byte for byte what
+`streams.internal.encode_calls` writes for the same calls. The edge's order holds the rows
+too (`EventTimeMerger(edge=True)`); an `EdgeCall` is made only when Python takes a call
+out of `EdgeCalls`.
 
 The Rust reader takes only records it reads exactly as the Python edge does
 (`streams.fast_decode`, which agrees with pydantic): valid events, no known key twice,
@@ -22,7 +25,7 @@ from collections.abc import Sequence
 from operator import attrgetter
 
 import msgspec
-from distillwatch_native import EdgeCall, EdgeDecoder, encode_calls
+from distillwatch_native import EdgeCall, EdgeCalls, EdgeDecoder, encode_calls
 
 from models.records import ApiCall
 from schemas.decode import (
@@ -37,7 +40,8 @@ from schemas.decode import (
 from streams.fast_decode import decode_calls
 from streams.internal import CALLS_TAG, group_by, partition_for
 
-__all__ = ["EdgeCall", "EdgeReader", "encode_edge_calls", "group_by_destination"]
+__all__ = ["EdgeCall", "EdgeCalls", "EdgeReader", "edge_records", "encode_edge_calls",
+           "group_by_destination"]
 
 _encode = msgspec.msgpack.Encoder().encode
 _destination = attrgetter("partition")
@@ -52,7 +56,7 @@ class EdgeReader:
                                    MAX_BATCH_EVENTS)
         self.by_python = 0  # records the Rust reader left to the Python edge
 
-    def read(self, value: bytes | None) -> tuple[list[EdgeCall], list[Rejection]]:
+    def read(self, value: bytes | None) -> tuple[EdgeCalls, list[Rejection]]:
         """The valid calls of one record, in record order, and a rejection with pydantic's
         reason for the record or for each invalid element of a batch (as `decode_calls`)."""
         if value:
@@ -61,9 +65,7 @@ class EdgeReader:
                 return calls, []
         return self._read_in_python(value)
 
-    def read_many(
-        self, values: list[bytes | None]
-    ) -> list[tuple[list[EdgeCall], list[Rejection]]]:
+    def read_many(self, values: list[bytes | None]) -> list[tuple[EdgeCalls, list[Rejection]]]:
         """`read` of each of `values`, in order. The Rust reader parses them all in one
         release of the GIL, so a worker runs this on a thread of its own: the parse then
         overlaps the detection on the event loop's thread."""
@@ -72,17 +74,18 @@ class EdgeReader:
             for value, calls in zip(values, self._native.decode_many(values), strict=True)
         ]
 
-    def _read_in_python(self, value: bytes | None) -> tuple[list[EdgeCall], list[Rejection]]:
+    def _read_in_python(self, value: bytes | None) -> tuple[EdgeCalls, list[Rejection]]:
         """The Python edge's verdicts on a record the Rust reader declined."""
         self.by_python += 1
         valid, rejections = decode_calls(value)
-        calls, refused = [], list(rejections)
+        calls: list[EdgeCalls | EdgeCall] = []
+        refused = list(rejections)
         for number, call in enumerate(valid):
             try:
                 calls.append(self.edge_call(call))
             except OverflowError as exc:
                 rejections.append(_uncarried(value, number, refused, exc))
-        return calls, rejections
+        return EdgeCalls.of(calls), rejections
 
     def edge_call(self, call: ApiCall) -> EdgeCall:
         """The `EdgeCall` of a call the Python edge read; OverflowError if an integer of it
@@ -103,6 +106,12 @@ def _uncarried(value: bytes | None, number: int, refused: list[Rejection],
         index = [i for i in range(len(elements)) if i not in rejected][number]
         return Rejection("processing_error", reason, _compact(bytes(elements[index])), index)
     return Rejection("processing_error", reason, value or b"")
+
+
+def edge_records(calls: EdgeCalls, max_items: int) -> dict[int, list[bytes]]:
+    """The by-account records of `calls`: for each destination partition, its calls in
+    order, `max_items` to a record (each as `encode_edge_calls` of them)."""
+    return calls.by_destination(CALLS_TAG, max_items)
 
 
 def encode_edge_calls(calls: Sequence[EdgeCall]) -> bytes:

@@ -30,7 +30,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from schemas.decode import Rejection
-from streams.edge import EdgeCall, EdgeReader
+from streams.edge import EdgeCalls, EdgeReader
 from streams.kafka import confluent_config
 from streams.settings import Settings
 
@@ -48,7 +48,7 @@ class InputRun:
     partition: int
     offsets: list[int]
     keys: list[bytes | None]
-    reads: list[tuple[list[EdgeCall], list[Rejection]]]  # each record's calls, rejections
+    reads: list[tuple[EdgeCalls, list[Rejection]]]  # each record's calls, rejections
     size: int  # bytes of the records' values
 
     def after(self, offset: int) -> InputRun:

@@ -31,9 +31,9 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-from distillwatch_native import CallBuffer
+from distillwatch_native import CallBuffer, EdgeBuffer
 
 
 class Timed(Protocol):
@@ -53,6 +53,25 @@ class Timed(Protocol):
 C = TypeVar("C", bound=Timed)
 
 
+class _Buffer(Protocol):
+    """Where calls wait: `CallBuffer`, or the edge's `EdgeBuffer` (`native/src/order.rs`)."""
+
+    def __len__(self) -> int: ...
+
+    @property
+    def arrivals(self) -> int: ...
+
+    def add(self, calls: list[Any]) -> float: ...
+
+    def median_time(self) -> float: ...
+
+    def take_through(self, limit: float) -> Sequence[Any]: ...
+
+    def waiting_arrivals(self) -> list[int]: ...
+
+    def drop(self, unwanted: Any) -> None: ...
+
+
 def order_key(call: Timed) -> tuple[float, str, str]:
     """Event time, then account: how calls are ordered here and in offline replay."""
     return (call.ts, call.tenant_id, call.account_id)
@@ -64,7 +83,9 @@ class EventTimeMerger(Generic[C]):
     Each release is sorted by `order_key`, equal keys in the order they were added, so
     a replay of the same records, released at the same points, gives the same order.
 
-    The calls wait in a `CallBuffer` (`native/src/order.rs`): those added since the last
+    The calls wait in a `CallBuffer` (`native/src/order.rs`), or at the edge in an
+    `EdgeBuffer` (`edge=True`: rows of `EdgeCalls`, no Python object per call, released
+    as `EdgeCalls`): those added since the last
     release in arrival order, the rest in runs, each sorted. A release sorts what arrived
     into a new run, takes the prefix of each run up to the limit and merges those
     prefixes, so a call is sorted on the first release after it arrives and merged once
@@ -78,9 +99,10 @@ class EventTimeMerger(Generic[C]):
     _MANY_RUNS = 8
 
     def __init__(self, idle_s: float = 1.0, max_hold_s: float = 2.0,
-                 max_buffered: int = 200_000) -> None:
+                 max_buffered: int = 200_000, edge: bool = False) -> None:
         self.idle_s, self.max_hold_s, self.max_buffered = idle_s, max_hold_s, max_buffered
-        self._buffer = CallBuffer(self._MANY_RUNS)
+        self._buffer: _Buffer = (
+            EdgeBuffer(self._MANY_RUNS) if edge else CallBuffer(self._MANY_RUNS))
         self._progress: dict[int, float] = {}  # partition -> latest event time received
         self._last_seen: dict[int, float] = {}  # partition -> wall clock of its last record
         # Records not yet wholly released, oldest first: (arrival, latest event time in it).
@@ -99,7 +121,8 @@ class EventTimeMerger(Generic[C]):
 
     def add(self, partition: int, calls: Iterable[C], now: float) -> float:
         """Take the calls of one record of `partition`, received at `now` (monotonic s);
-        returns the latest event time among them (-inf for none)."""
+        returns the latest event time among them (-inf for none). At the edge, `calls`
+        is a list of `EdgeCalls` (each record's) and `EdgeCall`s."""
         record_latest = self._buffer.add(calls if isinstance(calls, list) else list(calls))
         latest = self._progress.get(partition, float("-inf"))
         self._progress[partition] = max(latest, record_latest)
@@ -149,14 +172,15 @@ class EventTimeMerger(Generic[C]):
         least = min(behind)[0]
         return [p for ts, p in behind if ts == least]
 
-    def release(self, now: float, lagging: Collection[int] = ()) -> list[C]:
-        """The calls that may go on now, in event-time order. `lagging`: partitions whose
-        consumer has not reached their end (records wait in the topic for them)."""
+    def release(self, now: float, lagging: Collection[int] = ()) -> Sequence[C]:
+        """The calls that may go on now, in event-time order (a list, or `EdgeCalls` at
+        the edge). `lagging`: partitions whose consumer has not reached their end
+        (records wait in the topic for them)."""
         buffer, waiting = self._buffer, self._waiting
         if not len(buffer):
             waiting.clear()
             self.limit = float("inf")
-            return []
+            return buffer.take_through(self.limit)  # (none, of the buffer's kind)
         limit = self.low_watermark(now, lagging)
         # Nothing waits past max_hold_s: the oldest record goes, with all that precedes it,
         # but not past a lagging partition (what it has yet to deliver is in the topic).
@@ -171,7 +195,7 @@ class EventTimeMerger(Generic[C]):
             # Everything up to the median event time goes, at least the older half.
             limit = max(limit, buffer.median_time())
         self.limit = limit
-        out: list[C] = buffer.take_through(limit)
+        out: Sequence[C] = buffer.take_through(limit)
         if out:
             self._released_to = max(self._released_to, out[-1].ts)
         while waiting and waiting[0][1] <= self._released_to:
@@ -251,7 +275,7 @@ class OrderedRecords(Generic[C]):
                                  else _record_of(records, dropped))
         return resume
 
-    def release(self, now: float, lagging: Collection[int] = ()) -> tuple[list[C],
+    def release(self, now: float, lagging: Collection[int] = ()) -> tuple[Sequence[C],
                                                                              dict[int, int]]:
         """The calls that may go on now, in event-time order, and the offsets through
         which the records of each partition are wholly let go (partitions with news)."""

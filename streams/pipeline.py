@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 from clickhouse_connect.driver.client import Client
@@ -49,7 +49,7 @@ from schemas.feedback import AnalystVerdict
 from streams import memory
 from streams.clickhouse import connect, migrate, query_rows
 from streams.deadletter import dead_letter
-from streams.edge import EdgeCall, EdgeReader, encode_edge_calls, group_by_destination
+from streams.edge import EdgeCalls, EdgeReader, edge_records
 from streams.faust_fetch import bound_fetch_wait
 from streams.input import InputConsumer, InputRun, record_of
 from streams.internal import (
@@ -289,7 +289,7 @@ class Pipeline:
         # sent nothing for INGEST_IDLE_S holds the others back no longer: gateways flush
         # to one partition at a time, and waiting longer for a quiet one delays every
         # alert (a replay waits for its lagging partitions all the same).
-        self.input_order = OrderedRecords(EventTimeMerger(idle_s=INGEST_IDLE_S))
+        self.input_order = OrderedRecords(EventTimeMerger(idle_s=INGEST_IDLE_S, edge=True))
         self.edge = EdgeReader(settings.topic_partitions)
         self._ingest_lock = asyncio.Lock()  # a batch of input, or a hand-over (`_hand_over`)
         # Input partitions held since the last rebalance (None: one under way), and how
@@ -556,8 +556,11 @@ class Pipeline:
                 continue
             self._taken[tp] = run.offsets[-1]
             stats.records_in += len(run.offsets)
-            calls: list[EdgeCall] = []  # of the run's records not added to the order yet
-            starts: list[tuple[int, int]] = []  # ... each one's offset and first call there
+            # The run's records not added to the order yet: their calls, how many, and
+            # each one's offset and first call there.
+            calls: list[EdgeCalls] = []
+            count = 0
+            starts: list[tuple[int, int]] = []
             for index, (offset, (valid, rejections)) in enumerate(
                     zip(run.offsets, run.reads, strict=True)):
                 if rejections:
@@ -565,17 +568,18 @@ class Pipeline:
                     for rejection in rejections:
                         sent.append(await self._dead_letter(rejection, topic, record))
                     stats.rejected += len(rejections)
-                starts.append((offset, len(calls)))
-                calls += valid
-                if waiting + len(calls) >= INGEST_SLICE_CALLS:
+                starts.append((offset, count))
+                calls.append(valid)
+                count += len(valid)
+                if waiting + count >= INGEST_SLICE_CALLS:
                     order.add(run.partition, offset, calls, now, starts)
-                    stats.events_valid += len(calls)
-                    calls, starts, waiting = [], [], 0
+                    stats.events_valid += count
+                    calls, count, starts, waiting = [], 0, [], 0
                     sent += await self._send_released(lagging, now, done)
             if starts:
                 order.add(run.partition, run.offsets[-1], calls, now, starts)
-                stats.events_valid += len(calls)
-                waiting += len(calls)
+                stats.events_valid += count
+                waiting += count
         # (with nothing new, calls held for a partition that went idle may go)
         sent += await self._send_released(lagging, now, done)
         return sent, done
@@ -594,9 +598,11 @@ class Pipeline:
         done.update(offsets)
         topic = self.settings.internal_topic_by_account
         sent: list[Any] = []
-        groups = group_by_destination(calls)
-        for partition, group in groups.items():
-            sent += await _send_chunks(self.output, topic, group, encode_edge_calls, partition)
+        # (the edge's order releases `EdgeCalls`: grouped and written in Rust)
+        groups = edge_records(cast(EdgeCalls, calls), INTERNAL_MAX_ITEMS)
+        for partition, values in groups.items():
+            for value in values:
+                sent.append(await self.output.send(topic, value, partition=partition))
         if calls:
             # Then how far the edge has let calls go, to the partitions that got none of
             # them, and to every partition once the edge holds nothing more (the end of a
@@ -733,8 +739,9 @@ class Pipeline:
         """Process the calls the merger releases now (`everything`: all it holds), in
         order, one drain at a time."""
         async with self._drain_lock:
-            ready = (self.merger.release(math.inf) if everything
-                     else self.merger.release(time.monotonic(), self.lagging_partitions()))
+            ready = cast(list[ApiCall], (
+                self.merger.release(math.inf) if everything
+                else self.merger.release(time.monotonic(), self.lagging_partitions())))
             if not ready:
                 return
             engine, store = self.engine, self.store

@@ -23,10 +23,12 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 use std::sync::Arc;
 
+use edge_calls::{EdgeCalls, Row};
 use fields::{f, field};
 
 mod behaviour;
 mod calls;
+mod edge_calls;
 mod evidence;
 mod fields;
 mod minutes;
@@ -1137,29 +1139,23 @@ impl EdgeDecoder {
 
     /// The calls of one record in record order, or None when the Python edge must read
     /// it: something in it is invalid, or read by rules this decoder does not check.
-    fn decode<'py>(&self, py: Python<'py>, value: &[u8]) -> PyResult<Option<Bound<'py, PyList>>> {
+    fn decode(&self, py: Python<'_>, value: &[u8]) -> Option<EdgeCalls> {
         let limits = &self.limits;
-        let encoded = py.allow_threads(|| encode_whole(value, limits));
-        encoded.map(|encoded| calls_of(py, encoded)).transpose()
+        py.allow_threads(|| encode_whole(value, limits).map(calls_of))
     }
 
     /// `decode` of each of `values` (bytes, or None: then None), parsed together without
     /// the GIL: from a thread of its own, one wait for the GIL for all of them.
-    fn decode_many<'py>(
-        &self,
-        py: Python<'py>,
-        values: &Bound<'py, PyList>,
-    ) -> PyResult<Vec<Option<Bound<'py, PyList>>>> {
+    fn decode_many<'py>(&self, py: Python<'py>, values: &Bound<'py, PyList>) -> Vec<Option<EdgeCalls>> {
         let items: Vec<Bound<'py, PyAny>> = values.iter().collect();
         let slices: Vec<Option<&[u8]>> = items
             .iter()
             .map(|item| item.downcast::<PyBytes>().ok().map(|b| b.as_bytes()))
             .collect();
         let limits = &self.limits;
-        let encoded: Vec<Option<(Vec<Encoded>, Vec<u8>)>> = py.allow_threads(|| {
-            slices.iter().map(|value| value.and_then(|v| encode_whole(v, limits))).collect()
-        });
-        encoded.into_iter().map(|e| e.map(|e| calls_of(py, e)).transpose()).collect()
+        py.allow_threads(|| {
+            slices.iter().map(|value| value.and_then(|v| encode_whole(v, limits)).map(calls_of)).collect()
+        })
     }
 }
 
@@ -1170,36 +1166,22 @@ fn encode_whole(value: &[u8], limits: &Limits) -> Option<(Vec<Encoded>, Vec<u8>)
     encode_record(value, limits, &mut out).map(|calls| (calls, out))
 }
 
-/// The `EdgeCall`s of one record's encoded events, in record order.
-fn calls_of<'py>(py: Python<'py>, (calls, out): (Vec<Encoded>, Vec<u8>)) -> PyResult<Bound<'py, PyList>> {
+/// The calls of one record's encoded events, in record order.
+fn calls_of((calls, out): (Vec<Encoded>, Vec<u8>)) -> EdgeCalls {
     let buffer: Arc<[u8]> = out.into();
-    // Both spans hold UTF-8 copied from a `str`.
-    let text = |(from, to): (usize, usize)| {
-        std::str::from_utf8(&buffer[from..to]).expect("UTF-8 copied from a str")
-    };
-    let list = PyList::empty(py);
-    let mut tenant: Option<((usize, usize), Py<PyString>)> = None;
-    for e in calls {
-        // A record's calls mostly share one tenant: one string for them.
-        let tenant_id = match &tenant {
-            Some((span, s)) if text(*span) == text(e.tenant) => s.clone_ref(py),
-            _ => {
-                let s = PyString::new(py, text(e.tenant)).unbind();
-                tenant = Some((e.tenant, s.clone_ref(py)));
-                s
-            }
-        };
-        let call = EdgeCall {
-            ts: e.ts,
-            tenant_id,
-            account_id: PyString::new(py, text(e.account)).unbind(),
-            partition: e.partition,
-            buffer: Arc::clone(&buffer),
-            span: e.payload,
-        };
-        list.append(Py::new(py, call)?)?;
-    }
-    Ok(list)
+    EdgeCalls::from_rows(
+        calls
+            .into_iter()
+            .map(|e| Row {
+                ts: e.ts,
+                partition: e.partition,
+                buffer: Arc::clone(&buffer),
+                payload: e.payload,
+                tenant: e.tenant,
+                account: e.account,
+            })
+            .collect(),
+    )
 }
 
 /// One internal record of calls from `EdgeCall`s: `tag` (`streams.internal.CALLS_TAG`),
@@ -1701,6 +1683,8 @@ fn distillwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<evidence::EvidenceCore>()?;
     m.add_class::<EdgeCall>()?;
     m.add_class::<order::CallBuffer>()?;
+    m.add_class::<order::EdgeBuffer>()?;
+    m.add_class::<edge_calls::EdgeCalls>()?;
     m.add_class::<EdgeDecoder>()?;
     m.add_class::<calls::CallDecoder>()?;
     m.add_function(wrap_pyfunction!(encode_calls, m)?)?;

@@ -23,7 +23,14 @@ from models.records import ApiCall
 from schemas.decode import MAX_BATCH_EVENTS, Rejection
 from simulator.generate import generate
 from simulator.scenario import load_scenario
-from streams.edge import EdgeCall, EdgeReader, encode_edge_calls, group_by_destination
+from streams.edge import (
+    EdgeCall,
+    EdgeCalls,
+    EdgeReader,
+    edge_records,
+    encode_edge_calls,
+    group_by_destination,
+)
 from streams.fast_decode import decode_calls
 from streams.internal import encode_calls, group_by_partition, partition_for
 from tests.schemas.documents import CONTRACT_EVENT, MINIMAL_EVENT, encode, set_path
@@ -110,6 +117,11 @@ def test_the_benchmark_and_simulator_traffic_is_read_in_rust_byte_for_byte() -> 
         theirs = {p: encode_calls(group) for p, group in
                   group_by_partition(python_calls, "account_id", PARTITIONS).items()}
         assert mine == theirs
+        # ... and as the pipeline writes them, from the rows, in records of at most 7
+        groups = group_by_partition(python_calls, "account_id", PARTITIONS)
+        assert edge_records(calls, 7) == {
+            p: [encode_calls(group[i:i + 7]) for i in range(0, len(group), 7)]
+            for p, group in groups.items()}
     assert reader.by_python == 0
 
 
@@ -249,7 +261,9 @@ def test_calls_the_python_edge_read_join_the_rust_ones_in_one_record() -> None:
     rust, _ = reader.read(encode([CONTRACT_EVENT]))
     python = [reader.edge_call(call) for call in decode_calls(encode(CONTRACT_EVENT))[0]]
     both = decode_calls(encode([CONTRACT_EVENT, CONTRACT_EVENT]))[0]
-    assert encode_edge_calls(rust + python) == encode_calls(both)
+    assert encode_edge_calls([*rust, *python]) == encode_calls(both)
+    # ... and as the edge's order holds them: rows, joined in Rust
+    assert edge_records(EdgeCalls.of([rust, *python]), 1_000) == {0: [encode_calls(both)]}
 
 
 def test_a_decoder_for_no_partitions_is_refused() -> None:

@@ -3,10 +3,11 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import pytest
-from distillwatch_native import EdgeCall
+from distillwatch_native import EdgeCall, EdgeCalls
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -232,7 +233,20 @@ class EagerlyFoldingMerger(EventTimeMerger):
     _MANY_RUNS = 0
 
 
-MERGERS = pytest.mark.parametrize("merger", [EventTimeMerger, EagerlyFoldingMerger])
+class EdgeMerger(EventTimeMerger):
+    """The edge's merger: calls as `EdgeCalls` rows, in an `EdgeBuffer`."""
+
+    def __init__(self, idle_s: float = 1.0, max_hold_s: float = 2.0,
+                 max_buffered: int = 200_000) -> None:
+        super().__init__(idle_s, max_hold_s, max_buffered, edge=True)
+
+
+class EagerlyFoldingEdgeMerger(EdgeMerger):
+    _MANY_RUNS = 0
+
+
+MERGERS = pytest.mark.parametrize("merger", [EventTimeMerger, EagerlyFoldingMerger,
+                                             EdgeMerger, EagerlyFoldingEdgeMerger])
 
 
 class MedianOverflowHeapMerger(HeapEventTimeMerger):
@@ -293,22 +307,32 @@ def replay(merger: EventTimeMerger | HeapEventTimeMerger, steps: Steps,
     so that a partition which delivers nothing for a while falls behind the others."""
     seen: list[object] = []
     now = 0.0
+    edge = isinstance(merger, EdgeMerger)
+
+    def ids(out: Sequence[Any]) -> list[str]:
+        return [c.payload.decode() if edge else c.event_id for c in out]
+
     for n, (step, tick) in enumerate(steps):
         now += tick
         what = step[0]
         if what == "add":
             _, partition, keys = step
-            merger.add(partition, [ApiCall(f"e{n}.{i}", ts + n * drift if drift else ts,
-                                           tenant, account, "m", 200, 1, 1)
-                                   for i, (ts, tenant, account) in enumerate(keys)], now)
+            calls = [ApiCall(f"e{n}.{i}", ts + n * drift if drift else ts,
+                             tenant, account, "m", 200, 1, 1)
+                     for i, (ts, tenant, account) in enumerate(keys)]
+            if edge:  # as the edge adds a record: its calls as rows
+                merger.add(partition, [EdgeCalls.of([
+                    EdgeCall(c.ts, c.tenant_id, c.account_id, 0, c.event_id.encode())
+                    for c in calls])], now)
+            else:
+                merger.add(partition, calls, now)
         elif what == "assign":
             merger.assign(step[1], now)
         else:
-            out = merger.release(math.inf if what == "release everything" else now)
-            seen.append([c.event_id for c in out])
+            seen.append(ids(merger.release(math.inf if what == "release everything" else now)))
         seen.append((len(merger), merger.low_watermark(now), merger._released_to,
                      list(merger._waiting)))
-    seen.append([c.event_id for c in merger.release(math.inf)])
+    seen.append(ids(merger.release(math.inf)))
     seen.append(len(merger))
     return seen
 
@@ -418,8 +442,8 @@ def test_a_revoked_partition_with_nothing_let_go_resumes_at_its_first_record() -
 
 def test_keys_compare_as_python_compares_them_for_calls_of_either_kind() -> None:
     """Tenants and accounts order by code point (non-ASCII and lone surrogates too), at
-    equal event times, whether the calls are `ApiCall`s (detect) or `EdgeCall`s (the
-    edge); equal keys keep their arrival order."""
+    equal event times, whether the calls are `ApiCall`s (detect), `EdgeCall`s or the
+    edge's rows (`EdgeCalls`); equal keys keep their arrival order."""
     names = ["a", "B", "é", "z", "\ud800", "\U0001f600", "aa", "", "ß"]
     rng = random.Random(7)
     keys = [(rng.choice([1.0, 2.0]), rng.choice(names), rng.choice(names)) for _ in range(300)]
@@ -435,6 +459,14 @@ def test_keys_compare_as_python_compares_them_for_calls_of_either_kind() -> None
         merger.add(0, calls[:150], 0.0)
         merger.add(1, calls[150:], 0.0)
         assert [name(c) for c in merger.release(math.inf)] == expected
+    rows = EventTimeMerger(edge=True)
+    rows.assign([0, 1], 0.0)
+    rows.add(0, [EdgeCalls.of(edge[:100]), *edge[100:150]], 0.0)
+    rows.add(1, [EdgeCalls.of(edge[150:])], 0.0)
+    released = rows.release(math.inf)
+    assert isinstance(released, EdgeCalls)
+    assert [int(c.payload) for c in released] == expected
+    assert [(c.tenant_id, c.account_id) for c in released] == [keys[n][1:] for n in expected]
 
 
 def test_a_record_with_a_call_the_merger_cannot_order_is_refused_whole() -> None:

@@ -10,9 +10,9 @@
 //! `tests/models/linking/evidence_reference.py`; `test_evidence_differential.py` holds
 //! the two equal.
 
-use std::hash::{Hash, Hasher, RandomState};
+use std::hash::{Hash, Hasher};
 
-use hashbrown::{Equivalent, HashMap};
+use hashbrown::{DefaultHashBuilder, Equivalent, HashMap};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString};
@@ -95,7 +95,7 @@ struct Node {
 /// dict pop and re-insert; an ordered map that shifts its entries made a key of 256
 /// members cost 1.2 µs per observation).
 struct Members {
-    index: std::collections::HashMap<Box<str>, usize>,
+    index: HashMap<Box<str>, usize>,
     nodes: Vec<Node>,
     free: Vec<usize>,
     head: usize,
@@ -105,7 +105,7 @@ struct Members {
 impl Members {
     fn new() -> Members {
         Members {
-            index: std::collections::HashMap::new(),
+            index: HashMap::default(),
             nodes: Vec::new(),
             free: Vec::new(),
             head: NIL,
@@ -198,7 +198,7 @@ struct KeyState {
     suspicious: i64,
     others: i64, // members below suspicious_from
     calm: i64,   // of them, members below calm_below
-    tenants: std::collections::HashMap<Box<str>, i64>, // tenant -> its suspicious members
+    tenants: HashMap<Box<str>, i64>, // tenant -> its suspicious members
     sketch: Option<Vec<u32>>, // calm accounts, once members overflowed
     previous_sketch: Option<Vec<u32>>,
     sketch_window: i64,
@@ -215,7 +215,7 @@ impl KeyState {
             suspicious: 0,
             others: 0,
             calm: 0,
-            tenants: std::collections::HashMap::new(),
+            tenants: HashMap::default(),
             sketch: None,
             previous_sketch: None,
             sketch_window: 0,
@@ -321,8 +321,8 @@ pub struct EvidenceCore {
     kind_weights: std::collections::HashMap<String, f64>,
     purity_exponents: std::collections::HashMap<String, f64>,
     p: Params,
-    keys: HashMap<Ident, KeyState, RandomState>,
-    solo: HashMap<Ident, (Box<str>, Member), RandomState>, // keys of one member
+    keys: HashMap<Ident, KeyState, DefaultHashBuilder>,
+    solo: HashMap<Ident, (Box<str>, Member), DefaultHashBuilder>, // keys of one member
 }
 
 #[pymethods]
@@ -360,8 +360,8 @@ impl EvidenceCore {
                 edge_refresh_s,
                 sketch_size,
             },
-            keys: HashMap::with_hasher(RandomState::new()),
-            solo: HashMap::with_hasher(RandomState::new()),
+            keys: HashMap::default(),
+            solo: HashMap::default(),
         }
     }
 

@@ -1374,7 +1374,7 @@ struct ObserverCore {
     onset_bucket_s: f64,
     blank: Py<PyAny>,
     observation: Py<PyAny>,
-    identities: std::collections::HashMap<IdentityKey, BloomBits>,
+    identities: hashbrown::HashMap<IdentityKey, BloomBits>,
     identities_max: usize,
 }
 
@@ -1400,7 +1400,7 @@ impl ObserverCore {
             onset_bucket_s,
             blank,
             observation,
-            identities: std::collections::HashMap::new(),
+            identities: hashbrown::HashMap::default(),
             identities_max,
         }
     }

@@ -6,9 +6,9 @@
 //! the order in which their first call arrived, as the Python dict they replace did, so
 //! inserts in parts write the oldest rows first.
 
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 
-use hashbrown::HashTable;
+use hashbrown::{DefaultHashBuilder, HashTable};
 use pyo3::exceptions::PyOverflowError;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString};
@@ -92,7 +92,7 @@ fn minute_of(ts: f64) -> PyResult<i64> {
 pub struct MinuteCounts {
     rows: Vec<Row>,
     index: HashTable<usize>,
-    hasher: RandomState,
+    hasher: DefaultHashBuilder,
 }
 
 impl MinuteCounts {
@@ -134,7 +134,7 @@ impl MinuteCounts {
 impl MinuteCounts {
     #[new]
     fn new() -> Self {
-        MinuteCounts { rows: Vec::new(), index: HashTable::new(), hasher: RandomState::new() }
+        MinuteCounts { rows: Vec::new(), index: HashTable::new(), hasher: DefaultHashBuilder::default() }
     }
 
     fn __len__(&self) -> usize {

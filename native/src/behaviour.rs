@@ -13,6 +13,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyList, PySet, PyString, PyTuple};
 
+use crate::cells::Cells;
 use crate::fields::{f, field};
 use crate::{bucket, int};
 
@@ -201,11 +202,8 @@ impl BehaviourCore {
     fn suspicion(&self, py: Python<'_>, state: &Bound<'_, PyAny>, ts: f64) -> PyResult<f64> {
         let landmark: f64 = state.getattr(intern!(py, "landmark"))?.extract()?;
         let counts_obj = state.getattr(intern!(py, "counts"))?;
-        let buffer = pyo3::buffer::PyBuffer::<f32>::get(&counts_obj)?;
-        let cells = buffer
-            .as_slice(py)
-            .ok_or_else(|| PyValueError::new_err("a behaviour state's counts are not a float32 array"))?;
-        let c = read_counts(cells.iter().map(pyo3::buffer::ReadOnlyCell::get))?;
+        let counts = Cells::<f32>::of(&counts_obj, "a behaviour state's counts")?;
+        let c = read_counts(counts.cells().iter().map(std::cell::Cell::get))?;
         suspicion_of(py, state, &c, landmark, ts)
     }
 }
@@ -269,10 +267,8 @@ impl BehaviourCore {
         let ts: f64 = ts_obj.extract()?;
         let landmark: f64 = state.getattr(intern!(py, "landmark"))?.extract()?;
         let counts_obj = state.getattr(intern!(py, "counts"))?;
-        let buffer = pyo3::buffer::PyBuffer::<f32>::get(&counts_obj)?;
-        let cells = buffer
-            .as_mut_slice(py)
-            .ok_or_else(|| PyValueError::new_err("a behaviour state's counts are read-only"))?;
+        let counts = Cells::<f32>::of(&counts_obj, "a behaviour state's counts")?;
+        let cells = counts.cells();
         let mut c = read_counts(cells.iter().map(std::cell::Cell::get))?;
         let d = ts - landmark;
         let (w0, w1, w2);
@@ -447,11 +443,11 @@ impl BehaviourCore {
         c[S0..T0].iter_mut().for_each(|x| scale(x, short));
         let withheld = state.getattr(intern!(py, "withheld"))?;
         if !withheld.is_none() {
-            let buffer = pyo3::buffer::PyBuffer::<f32>::get(&withheld)?;
-            let cells = buffer
-                .as_mut_slice(py)
-                .filter(|cells| cells.len() == N_COUNTERS)
-                .ok_or_else(|| PyValueError::new_err("a behaviour state's withheld counts of another size"))?;
+            let withheld = Cells::<f32>::of(&withheld, "a behaviour state's withheld counts")?;
+            let cells = withheld.cells();
+            if cells.len() != N_COUNTERS {
+                return Err(PyValueError::new_err("a behaviour state's withheld counts of another size"));
+            }
             for cell in cells {
                 cell.set((f64::from(cell.get()) * day) as f32);
             }
@@ -476,10 +472,8 @@ impl BehaviourCore {
             templates = self.zero_templates.bind(py).call_method0(intern!(py, "__copy__"))?;
             state.setattr(intern!(py, "templates"), &templates)?;
         }
-        let buffer = pyo3::buffer::PyBuffer::<u64>::get(&templates)?;
-        let slots = buffer
-            .as_mut_slice(py)
-            .ok_or_else(|| PyValueError::new_err("a behaviour state's templates are read-only"))?;
+        let templates = Cells::<u64>::of(&templates, "a behaviour state's templates")?;
+        let slots = templates.cells();
         if slots.iter().any(|known| (simhash ^ known.get()).count_ones() <= 8) {
             c[12] += w1;
             c[26] += w2;

@@ -23,11 +23,13 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 use std::sync::Arc;
 
+use cells::Cells;
 use edge_calls::{EdgeCalls, Row};
 use fields::{f, field};
 
 mod behaviour;
 mod calls;
+mod cells;
 mod edge_calls;
 mod evidence;
 mod fields;
@@ -1493,8 +1495,8 @@ impl ObserverCore {
             None => {
                 let state = self.blank.bind(py).call_method0(intern!(py, "__copy__"))?;
                 {
-                    let buffer = pyo3::buffer::PyBuffer::<u32>::get(&state)?;
-                    let words = buffer.as_mut_slice(py).expect("a writable array");
+                    let state = Cells::<u32>::of(&state, "an account state")?;
+                    let words = state.cells();
                     words[FIRST_SEEN].set(word(whole)?);
                     words[REFRESHED].set(word(whole)?);
                     words[SUSPICION].set(quantised as u32);
@@ -1503,8 +1505,8 @@ impl ObserverCore {
                 state
             }
         };
-        let buffer = pyo3::buffer::PyBuffer::<u32>::get(&state_obj)?;
-        let state = buffer.as_mut_slice(py).expect("a writable array");
+        let cells = Cells::<u32>::of(&state_obj, "an account state")?;
+        let state = cells.cells();
         if state.len() != SLOTS {
             return Err(pyo3::exceptions::PyValueError::new_err("an account state of another size"));
         }
@@ -1608,7 +1610,7 @@ impl ObserverCore {
         let tenant_id = field(call, f::TENANT_ID)?;
         let reported = quantised as f64 / 1000.0;
         let first_seen = f64::from(state[FIRST_SEEN].get());
-        drop(buffer);
+        drop(cells);
         let observation = self.observation.bind(py);
         for (kind, key) in found {
             out.append(observation.call1((

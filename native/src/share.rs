@@ -9,6 +9,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
+use crate::cells::Cells;
 use crate::fields::{f, field};
 use crate::int;
 
@@ -88,11 +89,11 @@ impl ShareCore {
                 (state, true)
             }
         };
-        let buffer = pyo3::buffer::PyBuffer::<f64>::get(&state_obj)?;
-        let state = buffer
-            .as_mut_slice(py)
-            .filter(|s| s.len() == 3)
-            .ok_or_else(|| pyo3::exceptions::PyValueError::new_err("an account state of another shape"))?;
+        let cells = Cells::<f64>::of(&state_obj, "an account state")?;
+        let state = cells.cells();
+        if state.len() != 3 {
+            return Err(pyo3::exceptions::PyValueError::new_err("an account state of another shape"));
+        }
         let (mut shaped, mut calls);
         if fresh {
             state[LAST].set(ts);

@@ -85,15 +85,15 @@ class EventTimeMerger(Generic[C]):
 
     The calls wait in a `CallBuffer` (`native/src/order.rs`), or at the edge in an
     `EdgeBuffer` (`edge=True`: rows of `EdgeCalls`, no Python object per call, released
-    as `EdgeCalls`): those added since the last
-    release in arrival order, the rest in runs, each sorted. A release sorts what arrived
-    into a new run, takes the prefix of each run up to the limit and merges those
-    prefixes, so a call is sorted on the first release after it arrives and merged once
-    more on the one that lets it go. Many runs would make each release cut many: from
-    `_MANY_RUNS` on, the newest runs no larger than what is being sorted are folded into
-    the new run. A fold at least doubles the run a call is in, so it is folded again only
-    a few times. This was Python on tuples of each call's key until the fifteenth pass of
-    bench/PROFILE.md; `tests/streams/test_ordering.py` holds it to a heap of those tuples.
+    as `EdgeCalls`): those added since the last release in arrival order, the rest in
+    runs, each sorted. A release sorts what arrived into a new run, takes the prefix of
+    each run up to the limit and merges those prefixes, so a call is sorted on the first
+    release after it arrives and merged once more on the one that lets it go. Many runs
+    would make each release cut many: from `_MANY_RUNS` on, the newest runs no larger than
+    what is being sorted are folded into the new run. A fold at least doubles the run a
+    call is in, so it is folded again only a few times. This was Python on tuples of each
+    call's key until the fifteenth pass of bench/PROFILE.md;
+    `tests/streams/test_ordering.py` holds it to a heap of those tuples.
     """
 
     _MANY_RUNS = 8

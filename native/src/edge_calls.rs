@@ -17,7 +17,7 @@ use pyo3::exceptions::{PyIndexError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
-use crate::{put_array_header, EdgeCall};
+use crate::{calls_record, EdgeCall};
 
 /// One call at the edge: its event time, by-account partition, and the spans of its
 /// payload (the msgpack of its `ApiCall`), tenant and account (UTF-8; a lone surrogate
@@ -176,14 +176,8 @@ impl EdgeCalls {
                     let records = group
                         .chunks(max_items)
                         .map(|chunk| {
-                            let size = tag.len() + 5 + chunk.iter().map(|r| r.payload.1 - r.payload.0).sum::<usize>();
-                            let mut out = Vec::with_capacity(size);
-                            out.extend_from_slice(tag);
-                            put_array_header(&mut out, chunk.len());
-                            for row in chunk {
-                                out.extend_from_slice(row.payload());
-                            }
-                            out
+                            let payloads: Vec<&[u8]> = chunk.iter().map(|row| row.payload()).collect();
+                            calls_record(tag, &payloads)
                         })
                         .collect();
                     (partition, records)

@@ -1194,20 +1194,22 @@ fn encode_calls<'py>(
     tag: &[u8],
     calls: &Bound<'py, PyList>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let mut parts = Vec::with_capacity(calls.len());
-    let mut size = tag.len() + 5;
-    for item in calls.iter() {
-        let call = item.downcast_into::<EdgeCall>()?;
-        size += call.get().span.1 - call.get().span.0;
-        parts.push(call);
-    }
-    let mut out = Vec::with_capacity(size);
+    let calls: Vec<Bound<'py, EdgeCall>> =
+        calls.iter().map(|item| item.downcast_into::<EdgeCall>()).collect::<Result<_, _>>()?;
+    let payloads: Vec<&[u8]> = calls.iter().map(|call| call.get().bytes()).collect();
+    Ok(PyBytes::new(py, &calls_record(tag, &payloads)))
+}
+
+/// One internal record of calls: `tag`, then a msgpack array of their `payloads` (each
+/// the msgpack of an `ApiCall`).
+pub(crate) fn calls_record(tag: &[u8], payloads: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(tag.len() + 5 + payloads.iter().map(|p| p.len()).sum::<usize>());
     out.extend_from_slice(tag);
-    put_array_header(&mut out, parts.len());
-    for call in &parts {
-        out.extend_from_slice(call.get().bytes());
+    put_array_header(&mut out, payloads.len());
+    for payload in payloads {
+        out.extend_from_slice(payload);
     }
-    Ok(PyBytes::new(py, &out))
+    out
 }
 
 // The link observer's per-call step (`models.linking.observe.LinkObserver.observe`) -------

@@ -84,7 +84,7 @@ impl<E: Waiting> Runs<E> {
         self.arrived.iter().chain(self.runs.iter().flatten())
     }
 
-    /// Forget the waiting calls whose arrival numbers are in `gone`.
+    /// Forget the waiting calls whose arrival numbers are in `gone` (each of them waiting).
     fn forget(&mut self, gone: &HashSet<u64>) {
         if gone.is_empty() {
             return;
@@ -94,7 +94,7 @@ impl<E: Waiting> Runs<E> {
             run.retain(|e| !gone.contains(&e.arrival()));
         }
         self.runs.retain(|run| !run.is_empty());
-        self.len = self.arrived.len() + self.runs.iter().map(VecDeque::len).sum::<usize>();
+        self.len -= gone.len();
     }
 
     /// Sort what arrived into the runs; with `fold`, make every run one (whose middle

@@ -191,26 +191,24 @@ def preproduce(bootstrap: str, topic: str, plan: TrafficPlan, start: int, count:
     return stats
 
 
-def paced(bootstrap: str, topic: str, plan: TrafficPlan, start: int, rate: float,
-          seconds: float, batch: int = 1, linger_ms: float = 5) -> ProduceStats:
-    """Send at `rate` events/s (wall clock) for `seconds`; record each harvester event's
-    send time (wall clock, `time.time()`) under its `ts` in milliseconds.
+def paced(bootstrap: str, topic: str, encoded: list[Encoded], rate: float, batch: int = 1,
+          linger_ms: float = 5) -> ProduceStats:
+    """Send `encoded` at `rate` events/s (wall clock); record each harvester event's send
+    time (wall clock, `time.time()`) under its `ts` in milliseconds.
 
     With `batch` > 1 events are grouped into JSON arrays of `batch` (a gateway flushing
     every batch/rate seconds); a harvester event's send time is still its own, so the
     latency includes the time it waited in the gateway's batch.
 
     The load generator shares the worker's two cores, so it spends as little of them as
-    it can. The events are encoded before the clock starts: encoding them while sending
-    took about a fifth of a core at 38,000 events/s. The producer waits `linger_ms` = 5 ms
-    for more records to a partition, librdkafka's default (and the Java client's since
-    Kafka 4.0): at 2 ms, single records at 38,000 events/s kept the broker at 27-30 % of a
-    core, against 15-17 % at 5 ms. Either wait counts in the latency, as the send time is
-    taken before the record is handed to the producer."""
+    it can. The caller encodes the events (`events`) before the clock starts: encoding
+    them while sending took about a fifth of a core at 38,000 events/s. The producer
+    waits `linger_ms` = 5 ms for more records to a partition, librdkafka's default (and
+    the Java client's since Kafka 4.0): at 2 ms, single records at 38,000 events/s kept
+    the broker at 27-30 % of a core, against 15-17 % at 5 ms. Either wait counts in the
+    latency, as the send time is taken before the record is handed to the producer."""
     stats = ProduceStats()
     p = producer(bootstrap, linger_ms=linger_ms)
-    count = int(rate * seconds)
-    encoded = list(events(plan, start, count))
     began = time.monotonic()
     tick = max(1, int(rate / 1000))  # check the clock about every millisecond of traffic
     pending: list[bytes] = []

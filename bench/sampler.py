@@ -49,7 +49,9 @@ class Sample:
     detected: int | None
 
 
-def _find(pattern: str, timeout_s: float) -> int | None:
+def find_process(pattern: str, timeout_s: float) -> int | None:
+    """The oldest process on this machine whose command line matches `pattern` (pgrep -f),
+    waiting up to `timeout_s` for one; None if there is none."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
@@ -74,7 +76,8 @@ def _threads(pid: int) -> dict[int, tuple[str, float]]:
     return out
 
 
-def _process_cpu(pid: int | None) -> float | None:
+def process_cpu(pid: int | None) -> float | None:
+    """CPU seconds so far of process `pid`, or None without one (or once it is gone)."""
     if pid is None:
         return None
     try:
@@ -83,7 +86,7 @@ def _process_cpu(pid: int | None) -> float | None:
         return None
 
 
-def _machine() -> tuple[int, int]:
+def machine_jiffies() -> tuple[int, int]:
     """(all, idle) jiffies of the machine so far."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     return sum(values), values[3] + values[4]
@@ -110,7 +113,7 @@ def _health(port: str | None) -> dict[str, int] | None:
 def sample(pid: int, broker: int | None, interval: float, quiet: bool) -> list[Sample]:
     port = _port(pid)
     samples: list[Sample] = []
-    threads, machine, broker_cpu = _threads(pid), _machine(), _process_cpu(broker)
+    threads, machine, broker_cpu = _threads(pid), machine_jiffies(), process_cpu(broker)
     began = last = time.monotonic()
     while os.path.exists(f"/proc/{pid}"):
         time.sleep(interval)
@@ -118,7 +121,7 @@ def sample(pid: int, broker: int | None, interval: float, quiet: bool) -> list[S
             now_threads = _threads(pid)
         except FileNotFoundError:
             break
-        now, now_machine, now_broker = time.monotonic(), _machine(), _process_cpu(broker)
+        now, now_machine, now_broker = time.monotonic(), machine_jiffies(), process_cpu(broker)
         health = _health(port)
         dt = now - last
         cpu = {tid: (name, s - threads.get(tid, (name, 0.0))[1])
@@ -199,10 +202,10 @@ def main() -> None:
                         help="how long to wait for a worker to start")
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
     args = parser.parse_args()
-    pid = _find("streams worker", args.wait_s)
+    pid = find_process("streams worker", args.wait_s)
     if pid is None:
         raise SystemExit(f"no `streams worker` process within {args.wait_s:.0f} s")
-    broker = _find("kafka.Kafka", 0.5)
+    broker = find_process("kafka.Kafka", 0.5)
     print(f"worker {pid}, broker {broker if broker is not None else 'not on this machine'}",
           flush=True)
     samples = sample(pid, broker, args.interval, args.quiet)

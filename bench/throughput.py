@@ -27,7 +27,8 @@ N events to the input topic (single-event records keyed by account, or JSON arra
   stages raise them on their own event-time cadence, and one whose `event_time` equals a
   harvester event's `ts` is not that event's detection. Batched runs send the paced
   stream as a gateway flushing every 100 ms, so their latency includes the gateway's
-  wait.
+  wait. The notes give who used the two cores meanwhile: the worker, the broker, this
+  bench's load generator and alert listener, and the machine's idle share.
 
 Scenarios: distillwatch and the naive reference with single-event and batched records
 (K = `--accounts-main` accounts); distillwatch batched with 1, 10^4, 10^5 and 10^6
@@ -73,6 +74,7 @@ if str(ROOT) not in sys.path:
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: E402
 
 from bench._traffic import TrafficPlan, paced, preproduce  # noqa: E402
+from bench._traffic import events as encode_events  # noqa: E402
 from bench._worker import (  # noqa: E402
     Worker,
     cpu_seconds,
@@ -80,6 +82,7 @@ from bench._worker import (  # noqa: E402
     memory,
     start_worker,
 )
+from bench.sampler import find_process, machine_jiffies, process_cpu  # noqa: E402
 from streams.kafka import admin_client, ensure_topics, topic_specs  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 
@@ -131,6 +134,10 @@ class Result:
     latency_rate: float = 0.0
     latency_sent: int = 0
     latency_matched: int = 0
+    # Who used the machine's cores while the paced stream ran, in % of one core: the
+    # workers, the broker (when on this machine), this bench (the load generator and the
+    # alert listener), and the machine's idle share of all its cores.
+    latency_cpu: dict[str, float] = field(default_factory=dict)
     p50_ms: float | None = None
     p99_ms: float | None = None
     max_ms: float | None = None
@@ -421,6 +428,49 @@ def run_scenario(args: argparse.Namespace, name: str, app: str, batch: int, acco
     return result
 
 
+@dataclass
+class CpuMark:
+    """CPU seconds so far of the workers, the broker and this process, with the machine's
+    jiffies: two marks give who used the cores in between."""
+
+    wall: float
+    workers: float
+    broker: float | None
+    bench: float
+    machine_all: int
+    machine_idle: int
+
+    @classmethod
+    def take(cls, worker_pids: list[int], broker: int | None) -> CpuMark:
+        own = os.times()
+        machine_all, machine_idle = machine_jiffies()
+        return cls(time.monotonic(), sum(cpu_seconds(pid) for pid in worker_pids),
+                   process_cpu(broker), own.user + own.system, machine_all, machine_idle)
+
+    def shares(self, later: CpuMark) -> dict[str, float]:
+        """% of one core each used from this mark to `later`; `idle` is % of the machine."""
+        wall = max(later.wall - self.wall, 1e-9)
+        out = {"workers": 100 * (later.workers - self.workers) / wall,
+               "bench": 100 * (later.bench - self.bench) / wall}
+        if self.broker is not None and later.broker is not None:
+            out["broker"] = 100 * (later.broker - self.broker) / wall
+        jiffies = later.machine_all - self.machine_all
+        if jiffies > 0:
+            out["idle"] = 100 * (later.machine_idle - self.machine_idle) / jiffies
+        return out
+
+
+def cpu_shares_text(shares: dict[str, float]) -> str:
+    """`CpuMark.shares` in words, for the notes."""
+    if not shares:
+        return "CPU not measured"
+    cores = ", ".join(f"{name} {shares[key]:.0f} %" for key, name in (
+        ("workers", "worker"), ("broker", "broker"), ("bench", "load generator and listener"))
+        if key in shares)
+    idle = f"; machine idle {shares['idle']:.0f} %" if "idle" in shares else ""
+    return f"CPU meanwhile (% of one core): {cores}{idle}"
+
+
 def match_latencies(sent_at: dict[int, float],
                     arrivals: list[tuple[int, float, str]]) -> list[float]:
     """Milliseconds from each sent event (`ts` in ms -> wall-clock send time) to the first
@@ -443,9 +493,12 @@ def _measure_latency(args: argparse.Namespace, result: Result, settings: Setting
                              run=f"L{plan.run}")
     # A gateway flushing every 100 ms (batched runs) or one record per event.
     paced_batch = 1 if batch <= 1 else max(1, min(batch, int(rate / 10)))
-    sent = paced(args.bootstrap, settings.topic_api_calls, paced_plan, start, rate, seconds,
-                 batch=paced_batch)
+    encoded = list(encode_events(paced_plan, start, int(rate * seconds)))
+    broker = find_process("kafka.Kafka", 0.5)
+    before = CpuMark.take([w.pid for w in workers], broker)
+    sent = paced(args.bootstrap, settings.topic_api_calls, encoded, rate, batch=paced_batch)
     _wait_for(workers, start + sent.events)
+    result.latency_cpu = before.shares(CpuMark.take([w.pid for w in workers], broker))
     time.sleep(2.0)  # alerts of the last events: sent before the counters moved, in flight
     listener.stop()
     latencies = match_latencies(sent.sent_at, listener.arrivals)
@@ -569,7 +622,7 @@ def notes(results: list[Result]) -> list[str]:
         if r.latency_rate and not r.error:
             out.append(f"{r.name}: latency at {r.latency_rate:,.0f} ev/s: {r.latency_matched}"
                        f" alerts matched to their triggering event ({r.latency_sent} harvesters);"
-                       f" max {_ms(r.max_ms)} ms")
+                       f" max {_ms(r.max_ms)} ms; {cpu_shares_text(r.latency_cpu)}")
     base = by.get("scale_1")
     for r in results:
         if r.name.startswith("scale_") and base and r is not base and not r.error:

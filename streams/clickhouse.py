@@ -8,6 +8,7 @@ so that two workers starting together do no harm.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -180,6 +181,16 @@ def migrate(client: Client, database: str) -> int:
         log.info("ClickHouse schema migrated to version %d: %s", version, description)
         current = version
     return current
+
+
+def prepare_inserts() -> None:
+    """Import now what clickhouse-connect imports at a process's first insert: pandas
+    (installed with chDB), to test whether the rows are a DataFrame. The import takes
+    0.3-0.7 s here and holds the GIL. A worker restarted on an existing database inserts
+    nothing while it starts, so without this its first flush would stall the event loop
+    mid-stream."""
+    with contextlib.suppress(ImportError):
+        import pandas  # noqa: F401
 
 
 def query_rows(

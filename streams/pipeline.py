@@ -47,7 +47,7 @@ from schemas.alert import Alert
 from schemas.decode import MAX_BATCH_EVENTS, Rejection, decode_verdict
 from schemas.feedback import AnalystVerdict
 from streams import memory
-from streams.clickhouse import connect, migrate, query_rows
+from streams.clickhouse import connect, migrate, prepare_inserts, query_rows
 from streams.deadletter import dead_letter
 from streams.edge import EdgeCalls, EdgeReader, edge_records
 from streams.faust_fetch import bound_fetch_wait
@@ -1256,6 +1256,7 @@ class Pipeline:
         version = self._executor.submit(
             migrate, client, self.settings.clickhouse_database
         ).result()
+        self._executor.submit(prepare_inserts).result()
         self._client = client
         self.sink = ClickHouseSink(client, self.settings.clickhouse_database)
         log.info(

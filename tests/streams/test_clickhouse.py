@@ -67,3 +67,35 @@ def test_readonly_queries_refuse_writes(client: Any) -> None:
     migrate(client, "dw")
     with pytest.raises(Exception, match="readonly|READONLY"):
         query_rows(client, "INSERT INTO dw.dead_letters (reason) VALUES ('x')")
+
+
+def test_a_worker_on_an_existing_database_imports_the_insert_path_before_input(
+    tmp_path: Path,
+) -> None:
+    """clickhouse-connect imports pandas at a process's first insert (0.3-0.7 s holding the
+    GIL). A worker restarted on a migrated database inserts nothing while it starts, so
+    `open_clickhouse` imports it there, not at the first flush in the middle of input."""
+    import subprocess
+    import sys
+
+    script = """
+import sys
+from pathlib import Path
+from streams.clickhouse import connect, migrate
+from streams.pipeline import Pipeline
+from streams.settings import Settings
+
+settings = Settings(state_dir=Path(sys.argv[1]), state_store=False)
+assert "pandas" not in sys.modules, "imported before the test could tell"
+pipeline = Pipeline(settings)
+pipeline.open_clickhouse()
+print("pandas" in sys.modules)
+"""
+    first = Settings(state_dir=tmp_path, state_store=False)
+    client = connect(first)
+    migrate(client, first.clickhouse_database)  # the database exists: no insert at start
+    client.close()
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
+                          text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "True"

@@ -81,7 +81,6 @@ def test_a_worker_on_an_existing_database_imports_the_insert_path_before_input(
     script = """
 import sys
 from pathlib import Path
-from streams.clickhouse import connect, migrate
 from streams.pipeline import Pipeline
 from streams.settings import Settings
 

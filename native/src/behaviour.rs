@@ -444,10 +444,7 @@ impl BehaviourCore {
         let withheld = state.getattr(intern!(py, "withheld"))?;
         if !withheld.is_none() {
             let withheld = Cells::<f32>::of(&withheld, "a behaviour state's withheld counts")?;
-            let cells = withheld.cells();
-            if cells.len() != N_COUNTERS {
-                return Err(PyValueError::new_err("a behaviour state's withheld counts of another size"));
-            }
+            let cells = withheld.exactly(N_COUNTERS, "a behaviour state's withheld counts of another size")?;
             for cell in cells {
                 cell.set((f64::from(cell.get()) * day) as f32);
             }

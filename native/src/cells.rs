@@ -53,6 +53,15 @@ impl<T: Element> Cells<T> {
         Ok(cells)
     }
 
+    /// The cells, when there are `len` of them; else the error `mismatch`.
+    pub(crate) fn exactly(&self, len: usize, mismatch: &str) -> PyResult<&[Cell<T>]> {
+        let cells = self.cells();
+        if cells.len() != len {
+            return Err(PyValueError::new_err(mismatch.to_owned()));
+        }
+        Ok(cells)
+    }
+
     pub(crate) fn cells(&self) -> &[Cell<T>] {
         // SAFETY: the view holds `len` bytes of aligned `T`s (checked in `of`), writable,
         // and stays valid until released in `drop`; `Cell` has `T`'s layout.

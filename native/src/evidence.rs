@@ -12,7 +12,7 @@
 
 use std::hash::{Hash, Hasher};
 
-use hashbrown::{DefaultHashBuilder, Equivalent, HashMap};
+use hashbrown::{Equivalent, HashMap};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString};
@@ -321,8 +321,8 @@ pub struct EvidenceCore {
     kind_weights: std::collections::HashMap<String, f64>,
     purity_exponents: std::collections::HashMap<String, f64>,
     p: Params,
-    keys: HashMap<Ident, KeyState, DefaultHashBuilder>,
-    solo: HashMap<Ident, (Box<str>, Member), DefaultHashBuilder>, // keys of one member
+    keys: HashMap<Ident, KeyState>,
+    solo: HashMap<Ident, (Box<str>, Member)>, // keys of one member
 }
 
 #[pymethods]

@@ -1508,10 +1508,7 @@ impl ObserverCore {
             }
         };
         let cells = Cells::<u32>::of(&state_obj, "an account state")?;
-        let state = cells.cells();
-        if state.len() != SLOTS {
-            return Err(pyo3::exceptions::PyValueError::new_err("an account state of another size"));
-        }
+        let state = cells.exactly(SLOTS, "an account state of another size")?;
         let quantised_u = quantised as u32;
         let since_refresh = whole - f64::from(state[REFRESHED].get());
         if since_refresh >= self.refresh_s

@@ -90,10 +90,7 @@ impl ShareCore {
             }
         };
         let cells = Cells::<f64>::of(&state_obj, "an account state")?;
-        let state = cells.cells();
-        if state.len() != 3 {
-            return Err(pyo3::exceptions::PyValueError::new_err("an account state of another shape"));
-        }
+        let state = cells.exactly(3, "an account state of another shape")?;
         let (mut shaped, mut calls);
         if fresh {
             state[LAST].set(ts);

@@ -211,9 +211,10 @@ class Profiler:
         exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         path.parent.mkdir(parents=True, exist_ok=True)
         args = [exe, "record", "--pid", str(pid), "--format", "raw", "-o", str(path),
-                "--rate", "200", "--threads", "--nonblocking"]
-        if native:
-            args.append("--native")
+                "--rate", "200", "--threads"]
+        # py-spy refuses `--native` with `--nonblocking`: native stacks are read with
+        # the worker paused at each sample, which slows it (the shares stay readable).
+        args.append("--native" if native else "--nonblocking")
         self.path = path
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)

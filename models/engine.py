@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import msgspec
+from distillwatch_native import register_state_types
 
 from models.base import AccountDetector, Finding, Signal
 from models.behaviour import FEATURE_NAMES, BehaviourDetector, BehaviourState
@@ -89,6 +90,10 @@ class AccountState(msgspec.Struct, gc=False, eq=False):
     episode: Episode | None = None
     episodes_opened: int = 0
     suppression: tuple[float, str, float] | None = None
+
+
+# The behaviour core reads and writes these states by their slots (native/src/fields.rs).
+register_state_types(BehaviourState, AccountState)
 
 
 def _utc(ts: float) -> datetime:

@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyList, PySet, PyString, PyTuple};
 
 use crate::cells::Cells;
-use crate::fields::{f, field};
+use crate::fields::{acct, f, field, st, ACCOUNT, STATE};
 use crate::{bucket, int};
 
 // The layout of `BehaviourState.counts` (models/behaviour.py): 14 counters at the 1-hour
@@ -199,12 +199,12 @@ impl BehaviourCore {
     }
 
     /// `BehaviourDetector.suspicion(state, ts)`.
-    fn suspicion(&self, py: Python<'_>, state: &Bound<'_, PyAny>, ts: f64) -> PyResult<f64> {
-        let landmark: f64 = state.getattr(intern!(py, "landmark"))?.extract()?;
-        let counts_obj = state.getattr(intern!(py, "counts"))?;
+    fn suspicion(&self, state: &Bound<'_, PyAny>, ts: f64) -> PyResult<f64> {
+        let landmark: f64 = STATE.get(state, st::LANDMARK)?.extract()?;
+        let counts_obj = STATE.get(state, st::COUNTS)?;
         let counts = Cells::<f32>::of(&counts_obj, "a behaviour state's counts")?;
         let c = read_counts(counts.cells().iter().map(std::cell::Cell::get))?;
-        suspicion_of(py, state, &c, landmark, ts)
+        suspicion_of(state, &c, landmark, ts)
     }
 }
 
@@ -218,7 +218,7 @@ struct Counted {
 
 /// `BehaviourDetector.suspicion` of a state whose counters (as doubles) are `c`, scaled
 /// to `landmark`.
-fn suspicion_of(py: Python<'_>, state: &Bound<'_, PyAny>, c: &[f64; SLOTS], landmark: f64, ts: f64) -> PyResult<f64> {
+fn suspicion_of(state: &Bound<'_, PyAny>, c: &[f64; SLOTS], landmark: f64, ts: f64) -> PyResult<f64> {
     let w2 = if landmark > f64::NEG_INFINITY { ((ts - landmark) / 86400.0).exp() } else { 1.0 };
     let requests = c[14] / w2;
     if requests < 1.0 {
@@ -232,7 +232,7 @@ fn suspicion_of(py: Python<'_>, state: &Bound<'_, PyAny>, c: &[f64; SLOTS], land
         ramp((harvest + 1.0) / (cot + 2.0), 0.6, 0.9) * ramp(harvest / (prompted + 2.0), 0.15, 0.5);
     let mut sweep_shape = ramp(c[21] / w2 / (requests + 2.0), 0.3, 0.7);
     if sweep_shape > 0.0 {
-        let packed: i128 = state.getattr(intern!(py, "topics"))?.extract()?;
+        let packed: i128 = STATE.get(state, st::TOPICS)?.extract()?;
         let coverage = f64::from(topic_coverage(packed, ts)?);
         sweep_shape *= py_max(
             py_max(ramp(coverage, 6.0, 10.0), ramp(template_share, 0.3, 0.6)),
@@ -265,8 +265,8 @@ impl BehaviourCore {
         // Python: no float object of the state's own (24 bytes an account).
         let ts_obj = field(call, f::TS)?;
         let ts: f64 = ts_obj.extract()?;
-        let landmark: f64 = state.getattr(intern!(py, "landmark"))?.extract()?;
-        let counts_obj = state.getattr(intern!(py, "counts"))?;
+        let landmark: f64 = STATE.get(state, st::LANDMARK)?.extract()?;
+        let counts_obj = STATE.get(state, st::COUNTS)?;
         let counts = Cells::<f32>::of(&counts_obj, "a behaviour state's counts")?;
         let cells = counts.cells();
         let mut c = read_counts(cells.iter().map(std::cell::Cell::get))?;
@@ -275,7 +275,7 @@ impl BehaviourCore {
         // Also an account's first call: its landmark is -inf.
         let renormalised = d > self.renormalise_after;
         if renormalised {
-            self.renormalise(py, state, &mut c, landmark, &ts_obj, ts)?;
+            self.renormalise(state, &mut c, landmark, &ts_obj, ts)?;
             (w0, w1, w2) = (1.0, 1.0, 1.0);
         } else if d < -self.renormalise_after {
             // Hours late: too old to change what the horizons show. Not counted; with a
@@ -341,7 +341,7 @@ impl BehaviourCore {
             let topic = field(call, f::TOPIC)?;
             if !topic.is_none() {
                 let bucket = bucket(ts, TOPIC_BUCKET_S)?;
-                let packed: i128 = state.getattr(intern!(py, "topics"))?.extract()?;
+                let packed: i128 = STATE.get(state, st::TOPICS)?.extract()?;
                 let stored = packed >> 64;
                 let (bit, slot) = topic_entry(topic.downcast::<PyString>()?.to_str()?);
                 c[slot] += w2;
@@ -358,7 +358,7 @@ impl BehaviourCore {
                     None
                 };
                 if let Some(topics) = topics {
-                    state.setattr(intern!(py, "topics"), topics)?;
+                    STATE.set(state, st::TOPICS, topics)?;
                 }
             }
         } else {
@@ -401,33 +401,32 @@ impl BehaviourCore {
             cell.set(rounded);
             *value = f64::from(rounded);
         }
-        let last: f64 = state.getattr(intern!(py, "last_ts"))?.extract()?;
+        let last: f64 = STATE.get(state, st::LAST_TS)?.extract()?;
         if ts >= last {
             if last > f64::NEG_INFINITY {
                 let gap = ts - last;
-                let gap_mean: f64 = state.getattr(intern!(py, "gap_mean"))?.extract()?;
-                let gap_dev: f64 = state.getattr(intern!(py, "gap_dev"))?.extract()?;
+                let gap_mean: f64 = STATE.get(state, st::GAP_MEAN)?.extract()?;
+                let gap_dev: f64 = STATE.get(state, st::GAP_DEV)?.extract()?;
                 let mean = gap_mean + GAP_ALPHA * (gap - gap_mean);
-                state.setattr(intern!(py, "gap_dev"), gap_dev + GAP_ALPHA * ((gap - mean).abs() - gap_dev))?;
-                state.setattr(intern!(py, "gap_mean"), mean)?;
+                STATE.set(state, st::GAP_DEV, gap_dev + GAP_ALPHA * ((gap - mean).abs() - gap_dev))?;
+                STATE.set(state, st::GAP_MEAN, mean)?;
             }
-            state.setattr(intern!(py, "last_ts"), &ts_obj)?;
+            STATE.set(state, st::LAST_TS, &ts_obj)?;
         }
         Ok(Counted { gate: gate(&c, w1), c, landmark: if renormalised { ts } else { landmark } })
     }
 
     /// `BehaviourDetector._renormalise`: the counters rescaled to a landmark at `ts`.
-    fn renormalise(
+    fn renormalise<'py>(
         &self,
-        py: Python<'_>,
-        state: &Bound<'_, PyAny>,
+        state: &Bound<'py, PyAny>,
         c: &mut [f64; SLOTS],
         landmark: f64,
-        ts_obj: &Bound<'_, PyAny>,
+        ts_obj: &Bound<'py, PyAny>,
         ts: f64,
     ) -> PyResult<()> {
         if landmark == f64::NEG_INFINITY {
-            state.setattr(intern!(py, "landmark"), ts_obj)?;
+            STATE.set(state, st::LANDMARK, ts_obj)?;
             return Ok(());
         }
         let d = ts - landmark;
@@ -441,7 +440,7 @@ impl BehaviourCore {
         c[T0..SLOTS].iter_mut().for_each(|x| scale(x, day));
         let short = (-d / 600.0).exp();
         c[S0..T0].iter_mut().for_each(|x| scale(x, short));
-        let withheld = state.getattr(intern!(py, "withheld"))?;
+        let withheld = STATE.get(state, st::WITHHELD)?;
         if !withheld.is_none() {
             let withheld = Cells::<f32>::of(&withheld, "a behaviour state's withheld counts")?;
             let cells = withheld.exactly(N_COUNTERS, "a behaviour state's withheld counts of another size")?;
@@ -449,7 +448,7 @@ impl BehaviourCore {
                 cell.set((f64::from(cell.get()) * day) as f32);
             }
         }
-        state.setattr(intern!(py, "landmark"), ts_obj)?;
+        STATE.set(state, st::LANDMARK, ts_obj)?;
         Ok(())
     }
 
@@ -464,10 +463,10 @@ impl BehaviourCore {
         w1: f64,
         w2: f64,
     ) -> PyResult<()> {
-        let mut templates = state.getattr(intern!(py, "templates"))?;
+        let mut templates = STATE.get(state, st::TEMPLATES)?;
         if templates.is(self.no_templates.bind(py)) {
             templates = self.zero_templates.bind(py).call_method0(intern!(py, "__copy__"))?;
-            state.setattr(intern!(py, "templates"), &templates)?;
+            STATE.set(state, st::TEMPLATES, &templates)?;
         }
         let templates = Cells::<u64>::of(&templates, "a behaviour state's templates")?;
         let slots = templates.cells();
@@ -476,12 +475,12 @@ impl BehaviourCore {
             c[26] += w2;
             return Ok(());
         }
-        let slot: usize = state.getattr(intern!(py, "template_next"))?.extract()?;
+        let slot: usize = STATE.get(state, st::TEMPLATE_NEXT)?.extract()?;
         slots
             .get(slot)
             .ok_or_else(|| PyValueError::new_err("a behaviour state's template slot out of range"))?
             .set(simhash);
-        state.setattr(intern!(py, "template_next"), (slot + 1) % TEMPLATE_SLOTS)?;
+        STATE.set(state, st::TEMPLATE_NEXT, (slot + 1) % TEMPLATE_SLOTS)?;
         Ok(())
     }
 }
@@ -552,14 +551,14 @@ impl<'py> Run<'py> {
 
     /// Whether `state` was sampled in the epoch of `ts` already, as the engine's
     /// `state.sampled_epoch is epoch or == epoch`; false outside the current epoch.
-    fn sampled(&self, py: Python<'py>, state: &Bound<'py, PyAny>, ts: f64) -> PyResult<bool> {
+    fn sampled(&self, state: &Bound<'py, PyAny>, ts: f64) -> PyResult<bool> {
         if !self.cohorts {
             return Ok(true);
         }
         if !(self.epoch_from <= ts && ts < self.epoch_until) {
             return Ok(false);
         }
-        let sampled = state.getattr(intern!(py, "sampled_epoch"))?;
+        let sampled = STATE.get(state, st::SAMPLED_EPOCH)?;
         Ok(sampled.is(&self.epoch) || sampled.eq(&self.epoch)?)
     }
 }
@@ -596,7 +595,7 @@ impl BehaviourCore {
         let account = match accounts.get_item(&key)? {
             Some(account)
                 if run.watermark_f < run.next_final
-                    && account.getattr(intern!(py, "episode"))?.is_none() =>
+                    && ACCOUNT.get(&account, acct::EPISODE)?.is_none() =>
             {
                 account
             }
@@ -607,13 +606,13 @@ impl BehaviourCore {
                 return Ok(ts);
             }
         };
-        let states = account.getattr(intern!(py, "detector_states"))?;
+        let states = ACCOUNT.get(&account, acct::DETECTOR_STATES)?;
         let state = states.downcast::<PyTuple>()?.get_item(0)?;
         let counted = self.count_into(py, &state, call)?;
         let gate = counted.gate;
-        if !gate && run.sampled(py, &state, ts)? {
+        if !gate && run.sampled(&state, ts)? {
             // The suspicion of the counters just written, without reading them again.
-            let suspicion = suspicion_of(py, &state, &counted.c, counted.landmark, ts)?;
+            let suspicion = suspicion_of(&state, &counted.c, counted.landmark, ts)?;
             out.suspicions.append(suspicion)?;
             out.scores.append(&out.zero)?;
             run.last = Some((state, ts_obj));

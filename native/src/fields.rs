@@ -12,6 +12,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyString, PyType};
+use pyo3::BoundObject;
 
 /// The `ApiCall` fields the Rust steps read, in the struct's order.
 pub(crate) const NAMES: [&str; 23] = [
@@ -67,74 +68,198 @@ pub(crate) mod f {
     pub const PAYMENT_FINGERPRINT: usize = 22;
 }
 
-/// The registered type and the byte offset of each of `NAMES` in its objects.
-struct Layout {
-    ty: Py<PyType>,
-    offsets: [isize; NAMES.len()],
+/// The fields of a msgspec Struct type read (and written) by their slots: the type is
+/// registered once per process, and an object of exactly that type is read at the offsets
+/// its member descriptors give; any other object, or an unset slot, through `getattr`.
+pub(crate) struct Slots<const N: usize> {
+    /// What the type is, for errors ("the call type").
+    what: &'static str,
+    names: [&'static str; N],
+    layout: GILOnceCell<Layout<N>>,
+    interned: GILOnceCell<Vec<Py<PyString>>>,
 }
 
-static LAYOUT: GILOnceCell<Layout> = GILOnceCell::new();
-static INTERNED: GILOnceCell<Vec<Py<PyString>>> = GILOnceCell::new();
+/// The registered type, the byte offset of each name in its objects, and whether a slot
+/// may be written in place (objects the garbage collector does not track).
+struct Layout<const N: usize> {
+    ty: Py<PyType>,
+    offsets: [isize; N],
+    writable: bool,
+}
+
+impl<const N: usize> Slots<N> {
+    pub(crate) const fn new(what: &'static str, names: [&'static str; N]) -> Self {
+        Slots { what, names, layout: GILOnceCell::new(), interned: GILOnceCell::new() }
+    }
+
+    /// Read the slot offsets of `ty`, a msgspec Struct type with every one of the names
+    /// as an object slot (TypeError if it is not). Once per process: registering the
+    /// same type again does nothing, another type is a ValueError.
+    pub(crate) fn register(&self, py: Python<'_>, ty: &Bound<'_, PyType>) -> PyResult<()> {
+        let what = self.what;
+        let not_a_slot = |name: &str| {
+            pyo3::exceptions::PyTypeError::new_err(format!("{name} is not a slot of the {what} type"))
+        };
+        let mut offsets = [0isize; N];
+        for (offset, name) in offsets.iter_mut().zip(self.names) {
+            let descriptor = ty.getattr(name).map_err(|_| not_a_slot(name))?;
+            // SAFETY: the pointer is a live object (held by `descriptor`); the cast to a
+            // member descriptor happens only once its type is checked to be exactly that.
+            unsafe {
+                let raw = descriptor.as_ptr();
+                if ffi::Py_TYPE(raw) != std::ptr::addr_of_mut!(ffi::PyMemberDescr_Type) {
+                    return Err(not_a_slot(name));
+                }
+                // (pyo3-ffi types the member as a getset definition; it is a PyMemberDef.)
+                let member = (*raw.cast::<ffi::PyMemberDescrObject>()).d_member.cast::<ffi::PyMemberDef>();
+                if (*member).type_code != ffi::Py_T_OBJECT_EX {
+                    return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                        "{name} is not an object slot of the {what} type"
+                    )));
+                }
+                *offset = (*member).offset;
+            }
+        }
+        if let Some(layout) = self.layout.get(py) {
+            return if layout.ty.bind(py).is(ty) {
+                Ok(())
+            } else {
+                Err(pyo3::exceptions::PyValueError::new_err(format!("another {what} type is registered")))
+            };
+        }
+        // SAFETY: `ty` is a live type object.
+        let flags = unsafe { ffi::PyType_GetFlags(ty.as_ptr().cast::<ffi::PyTypeObject>()) };
+        // A msgspec Struct of a type the collector does not track (`gc=False`) sets a
+        // field as a member descriptor does, and nothing more: so may `set`.
+        let writable = flags & ffi::Py_TPFLAGS_HAVE_GC == 0;
+        // Under the GIL, nothing registered in between: this sets it.
+        let _ = self.layout.set(py, Layout { ty: ty.clone().unbind(), offsets, writable });
+        Ok(())
+    }
+
+    /// The slot's address in `obj` when `obj` is of exactly the registered type.
+    #[inline]
+    fn slot(&self, py: Python<'_>, obj: *mut ffi::PyObject, index: usize) -> Option<(*mut *mut ffi::PyObject, bool)> {
+        let layout = self.layout.get(py)?;
+        // SAFETY: `obj` is a live object; of exactly the registered type, whose member
+        // descriptor gave this offset of an object slot (T_OBJECT_EX): a `PyObject*`.
+        unsafe {
+            if ffi::Py_TYPE(obj) == layout.ty.as_ptr().cast::<ffi::PyTypeObject>() {
+                return Some((obj.cast::<u8>().offset(layout.offsets[index]).cast(), layout.writable));
+            }
+        }
+        None
+    }
+
+    fn name<'py>(&self, py: Python<'py>, index: usize) -> &Bound<'py, PyString> {
+        let names = self.interned.get_or_init(py, || {
+            self.names.iter().map(|name| PyString::intern(py, name).unbind()).collect()
+        });
+        names[index].bind(py)
+    }
+
+    /// Field `index` of `obj`: its slot when `obj` is of the registered type and the
+    /// slot is set, else `getattr`.
+    #[inline]
+    pub(crate) fn get<'py>(&self, obj: &Bound<'py, PyAny>, index: usize) -> PyResult<Bound<'py, PyAny>> {
+        let py = obj.py();
+        if let Some((slot, _)) = self.slot(py, obj.as_ptr(), index) {
+            // SAFETY: a slot of a live object (see `slot`), null when unset.
+            unsafe {
+                if !(*slot).is_null() {
+                    return Ok(Bound::from_borrowed_ptr(py, *slot));
+                }
+            }
+        }
+        obj.getattr(self.name(py, index))
+    }
+
+    /// Set field `index` of `obj` to `value`: in its slot when `obj` is of the registered
+    /// type and that type's objects are not tracked by the collector, else `setattr`.
+    #[inline]
+    pub(crate) fn set<'py, V: IntoPyObject<'py>>(&self, obj: &Bound<'py, PyAny>, index: usize, value: V) -> PyResult<()>
+    where
+        PyErr: From<V::Error>,
+    {
+        let py = obj.py();
+        let value = value.into_pyobject(py)?.into_any().into_bound();
+        if let Some((slot, true)) = self.slot(py, obj.as_ptr(), index) {
+            // SAFETY: a slot of a live object (see `slot`), owning its reference: the new
+            // value's is taken, then the old one's released, as a member descriptor does.
+            unsafe {
+                let old = std::mem::replace(&mut *slot, value.into_ptr());
+                ffi::Py_XDECREF(old);
+            }
+            return Ok(());
+        }
+        obj.setattr(self.name(py, index), value)
+    }
+}
+
+pub(crate) static CALL: Slots<{ NAMES.len() }> = Slots::new("call", NAMES);
 
 /// Read the slot offsets of `ty`, a msgspec Struct type with every field of `NAMES`
 /// (TypeError if it is not). Once per process: registering the same type again does
 /// nothing, another type is a ValueError.
 #[pyfunction]
 pub(crate) fn register_call_type(py: Python<'_>, ty: &Bound<'_, PyType>) -> PyResult<()> {
-    let not_a_slot =
-        |name: &str| pyo3::exceptions::PyTypeError::new_err(format!("{name} is not a slot of the call type"));
-    let mut offsets = [0isize; NAMES.len()];
-    for (offset, name) in offsets.iter_mut().zip(NAMES) {
-        let descriptor = ty.getattr(name).map_err(|_| not_a_slot(name))?;
-        // SAFETY: the pointer is a live object (held by `descriptor`); the cast to a member
-        // descriptor happens only once its type is checked to be exactly that.
-        unsafe {
-            let raw = descriptor.as_ptr();
-            if ffi::Py_TYPE(raw) != std::ptr::addr_of_mut!(ffi::PyMemberDescr_Type) {
-                return Err(not_a_slot(name));
-            }
-            // (pyo3-ffi types the member as a getset definition; it is a PyMemberDef.)
-            let member = (*raw.cast::<ffi::PyMemberDescrObject>()).d_member.cast::<ffi::PyMemberDef>();
-            if (*member).type_code != ffi::Py_T_OBJECT_EX {
-                return Err(pyo3::exceptions::PyTypeError::new_err(format!(
-                    "{name} is not an object slot of the call type"
-                )));
-            }
-            *offset = (*member).offset;
-        }
-    }
-    if let Some(layout) = LAYOUT.get(py) {
-        return if layout.ty.bind(py).is(ty) {
-            Ok(())
-        } else {
-            Err(pyo3::exceptions::PyValueError::new_err("another call type is registered"))
-        };
-    }
-    // Under the GIL, nothing registered in between: this sets it.
-    let _ = LAYOUT.set(py, Layout { ty: ty.clone().unbind(), offsets });
-    Ok(())
+    CALL.register(py, ty)
 }
 
 /// Field `index` (of `NAMES`) of `call`: its slot when `call` is of the registered type
 /// and the slot is set, else `getattr`.
 #[inline]
 pub(crate) fn field<'py>(call: &Bound<'py, PyAny>, index: usize) -> PyResult<Bound<'py, PyAny>> {
-    let py = call.py();
-    if let Some(layout) = LAYOUT.get(py) {
-        let raw = call.as_ptr();
-        // SAFETY: `raw` is of exactly the registered type, whose member descriptor gave
-        // this offset of an object slot (T_OBJECT_EX): a `PyObject*`, null when unset.
-        unsafe {
-            if ffi::Py_TYPE(raw) == layout.ty.as_ptr().cast::<ffi::PyTypeObject>() {
-                let slot = *raw.cast::<u8>().offset(layout.offsets[index]).cast::<*mut ffi::PyObject>();
-                if !slot.is_null() {
-                    return Ok(Bound::from_borrowed_ptr(py, slot));
-                }
-            }
-        }
-    }
-    let names = INTERNED.get_or_init(py, || {
-        NAMES.iter().map(|name| PyString::intern(py, name).unbind()).collect()
-    });
-    call.getattr(names[index].bind(py))
+    CALL.get(call, index)
+}
+
+/// The `models.behaviour.BehaviourState` fields the behaviour steps read and write.
+const STATE_NAMES: [&str; 10] = [
+    "counts",
+    "landmark",
+    "withheld",
+    "templates",
+    "template_next",
+    "topics",
+    "last_ts",
+    "gap_mean",
+    "gap_dev",
+    "sampled_epoch",
+];
+
+/// Index of a name in `STATE_NAMES`.
+pub(crate) mod st {
+    pub const COUNTS: usize = 0;
+    pub const LANDMARK: usize = 1;
+    pub const WITHHELD: usize = 2;
+    pub const TEMPLATES: usize = 3;
+    pub const TEMPLATE_NEXT: usize = 4;
+    pub const TOPICS: usize = 5;
+    pub const LAST_TS: usize = 6;
+    pub const GAP_MEAN: usize = 7;
+    pub const GAP_DEV: usize = 8;
+    pub const SAMPLED_EPOCH: usize = 9;
+}
+
+pub(crate) static STATE: Slots<{ STATE_NAMES.len() }> = Slots::new("behaviour state", STATE_NAMES);
+
+/// Index of a name in the `models.engine.AccountState` fields the engine's common call reads.
+pub(crate) mod acct {
+    pub const DETECTOR_STATES: usize = 0;
+    pub const EPISODE: usize = 1;
+}
+
+pub(crate) static ACCOUNT: Slots<2> = Slots::new("account state", ["detector_states", "episode"]);
+
+/// Read the slot offsets of `models.behaviour.BehaviourState` and
+/// `models.engine.AccountState` (as `register_call_type` does for the call type). Until
+/// then the behaviour steps read and write those states through `getattr` and `setattr`.
+#[pyfunction]
+pub(crate) fn register_state_types(
+    py: Python<'_>,
+    state: &Bound<'_, PyType>,
+    account: &Bound<'_, PyType>,
+) -> PyResult<()> {
+    STATE.register(py, state)?;
+    ACCOUNT.register(py, account)
 }

@@ -1690,5 +1690,6 @@ fn distillwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<calls::CallDecoder>()?;
     m.add_function(wrap_pyfunction!(encode_calls, m)?)?;
     m.add_function(wrap_pyfunction!(fields::register_call_type, m)?)?;
+    m.add_function(wrap_pyfunction!(fields::register_state_types, m)?)?;
     Ok(())
 }

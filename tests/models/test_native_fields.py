@@ -3,22 +3,26 @@
 An `ApiCall` is read by the slot offsets registered for its type; an object of any other
 type through `getattr`. The same calls as `ApiCall`s and as instances of a subclass (the
 `getattr` path) must leave every step's state the same and give the same results: a
-wrong offset would read another field.
+wrong offset would read another field. The behaviour core reads and writes a
+`BehaviourState` (and reads an `AccountState`) the same way: a state of a subclass goes
+through `getattr` and `setattr`, and must end equal, field for field.
 """
 
 from __future__ import annotations
 
 import pickle
+import sys
 from typing import Any
 
 import msgspec
 import pytest
-from distillwatch_native import MinuteCounts, register_call_type
+from distillwatch_native import MinuteCounts, register_call_type, register_state_types
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import models.native  # noqa: F401  (registers ApiCall's layout)
-from models.engine import DetectionEngine
+from models.behaviour import BehaviourDetector, BehaviourState
+from models.engine import AccountState, DetectionEngine
 from models.linking.observe import LinkObserver
 from models.linking.suspicion import LinkingSuspicion
 from models.records import ApiCall
@@ -27,6 +31,10 @@ from tests.models.calls import T0
 
 class ReadByName(ApiCall):
     """Same fields, another type: the Rust steps read it through `getattr`."""
+
+
+class StateByName(BehaviourState, gc=False, eq=False):
+    """Same fields, another type: the behaviour core reads and writes it by name."""
 
 
 calls = st.builds(
@@ -104,3 +112,70 @@ def test_registering_is_once_per_type() -> None:
     with pytest.raises(ValueError, match="another call type"):
         register_call_type(ReadByName)
 
+
+
+def _stream(fields_list: list[dict[str, Any]]) -> list[ApiCall]:
+    ts, out = T0, []
+    for n, fields in enumerate(fields_list):
+        fields = dict(fields)
+        ts += fields.pop("step")
+        out.append(ApiCall(event_id=str(n), ts=ts, tenant_id="org_1",
+                           account_id=fields.pop("account"), model="m", **fields))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(calls, min_size=1, max_size=80))
+def test_a_state_by_its_slots_and_by_name_ends_the_same(stream: list[dict[str, Any]]) -> None:
+    detector = BehaviourDetector()
+    by_slot, by_name = BehaviourState(), StateByName()
+    for call in _stream(stream):
+        # Counting writes the counters, the landmark, the timing, templates and topics;
+        # judging and the suspicion read them back.
+        assert detector.assess_one(by_slot, call) == detector.assess_one(by_name, call)
+        detector.learn_one(by_slot, call)
+        detector.learn_one(by_name, call)
+        assert detector.suspicion(by_slot, call.ts) == detector.suspicion(by_name, call.ts)
+    assert pickle.dumps(msgspec.structs.astuple(by_slot)) == pickle.dumps(
+        msgspec.structs.astuple(by_name))
+
+
+def test_a_slot_written_holds_its_value_and_lets_go_of_the_old() -> None:
+    """The core writes the call's own event-time float into the state (landmark, last
+    call time): the state holds a reference to it, and drops it when a later call
+    replaces it. A slot write that forgot either would show in the reference counts."""
+    detector = BehaviourDetector()
+    state = BehaviourState()
+    first = build_stream_call(T0 + 0.5)
+    # Counted before any assertion: pytest's rewritten asserts keep what they compared.
+    before = sys.getrefcount(first.ts)
+    detector.observe_one(state, first)
+    held_by_both = sys.getrefcount(first.ts) - before
+    second = build_stream_call(T0 + 30.25)
+    detector.observe_one(state, second)
+    held_by_landmark = sys.getrefcount(first.ts) - before
+    last_is_second, landmark_is_first = state.last_ts is second.ts, state.landmark is first.ts
+    del state
+    held_after = sys.getrefcount(first.ts) - before
+    assert (held_by_both, held_by_landmark, held_after) == (2, 1, 0)
+    assert last_is_second and landmark_is_first
+
+
+def build_stream_call(ts: float) -> ApiCall:
+    return _stream([{"step": ts - T0, "account": "a", "status": 200, "input_tokens": 10,
+                     "output_tokens": 300, "n": 1, "logprobs": False, "tool_count": 0,
+                     "turn": 1, "stop_reason": None, "has_prompt": True, "simhash": None,
+                     "topic": None, "cot_request": False, "jailbreak_score": None,
+                     "sysprompt_probe": False}])[0]
+
+
+def test_registering_the_state_types_is_once_per_type() -> None:
+    register_state_types(BehaviourState, AccountState)  # again: nothing changes
+
+    class Lookalike(msgspec.Struct):
+        counts: list[float]
+
+    with pytest.raises(TypeError, match="landmark is not a slot of the behaviour state type"):
+        register_state_types(Lookalike, AccountState)
+    with pytest.raises(ValueError, match="another behaviour state type"):
+        register_state_types(StateByName, AccountState)

@@ -121,10 +121,12 @@ def register_call_type(call_type: type) -> None:
     """Read the slot offsets of `models.records.ApiCall` once: the cores then read a call's
     fields by its slots (`native/src/fields.rs`), and any other object's by `getattr`."""
 
-def register_state_types(state_type: type, account_type: type) -> None:
+def register_state_types(state_type: type, account_type: type) -> bool:
     """Read the slot offsets of `models.behaviour.BehaviourState` and
     `models.engine.AccountState` once: the behaviour core then reads and writes those
-    states by their slots, and any other object's through `getattr` and `setattr`."""
+    states by their slots, and any other object's through `getattr` and `setattr`.
+    Returns whether a state's slots are written in place (a non-frozen msgspec Struct
+    without GC tracking and without a `__setattr__` of its own), else by `setattr`."""
 
 class CallDecoder:
     """Reads by-account records' calls into `call_type` objects (`models.records.ApiCall`,

@@ -99,8 +99,9 @@ impl<const N: usize> Slots<N> {
 
     /// Read the slot offsets of `ty`, a msgspec Struct type with every one of the names
     /// as an object slot (TypeError if it is not). Once per process: registering the
-    /// same type again does nothing, another type is a ValueError.
-    pub(crate) fn register(&self, py: Python<'_>, ty: &Bound<'_, PyType>) -> PyResult<()> {
+    /// same type again does nothing, another type is a ValueError. Returns whether `set`
+    /// writes its objects' slots in place.
+    pub(crate) fn register(&self, py: Python<'_>, ty: &Bound<'_, PyType>) -> PyResult<bool> {
         let what = self.what;
         let not_a_slot = |name: &str| {
             pyo3::exceptions::PyTypeError::new_err(format!("{name} is not a slot of the {what} type"))
@@ -127,24 +128,27 @@ impl<const N: usize> Slots<N> {
         }
         if let Some(layout) = self.layout.get(py) {
             return if layout.ty.bind(py).is(ty) {
-                Ok(())
+                Ok(layout.writable)
             } else {
                 Err(pyo3::exceptions::PyValueError::new_err(format!("another {what} type is registered")))
             };
         }
         // A type whose objects the collector does not track (a msgspec Struct with
-        // `gc=False`) and whose `setattr` is Python's generic one stores a field as its
-        // member descriptor does, and nothing more: so may `set`. (A tracked object may
-        // need tracking again when it is given a container, which `set` does not do.)
-        // SAFETY: `ty` is a live type object.
+        // `gc=False`) and whose `setattr` is msgspec's own stores a field as its member
+        // descriptor does, and nothing more: msgspec's `setattr` is Python's generic one,
+        // then tracks a collected object given a container, which these are not. So may
+        // `set`. Anything else (frozen, a `__setattr__` of its own) goes through `setattr`.
+        let default = py.import("msgspec")?.getattr("Struct")?;
+        // SAFETY: both are live type objects.
         let writable = unsafe {
             let raw = ty.as_ptr().cast::<ffi::PyTypeObject>();
+            let base = default.as_ptr().cast::<ffi::PyTypeObject>();
             ffi::PyType_GetFlags(raw) & ffi::Py_TPFLAGS_HAVE_GC == 0
-                && (*raw).tp_setattro.map(|f| f as *const ()) == Some(ffi::PyObject_GenericSetAttr as *const ())
+                && (*raw).tp_setattro.map(|f| f as *const ()) == (*base).tp_setattro.map(|f| f as *const ())
         };
         // Under the GIL, nothing registered in between: this sets it.
         let _ = self.layout.set(py, Layout { ty: ty.clone().unbind(), offsets, writable });
-        Ok(())
+        Ok(writable)
     }
 
     /// The slot's address in `obj` when `obj` is of exactly the registered type.
@@ -213,7 +217,7 @@ pub(crate) static CALL: Slots<{ NAMES.len() }> = Slots::new("call", NAMES);
 /// nothing, another type is a ValueError.
 #[pyfunction]
 pub(crate) fn register_call_type(py: Python<'_>, ty: &Bound<'_, PyType>) -> PyResult<()> {
-    CALL.register(py, ty)
+    CALL.register(py, ty).map(|_| ())
 }
 
 /// Field `index` (of `NAMES`) of `call`: its slot when `call` is of the registered type
@@ -264,12 +268,14 @@ pub(crate) static ACCOUNT: Slots<2> = Slots::new("account state", ["detector_sta
 /// Read the slot offsets of `models.behaviour.BehaviourState` and
 /// `models.engine.AccountState` (as `register_call_type` does for the call type). Until
 /// then the behaviour steps read and write those states through `getattr` and `setattr`.
+/// Returns whether a behaviour state's fields are written in place (else by `setattr`).
 #[pyfunction]
 pub(crate) fn register_state_types(
     py: Python<'_>,
     state: &Bound<'_, PyType>,
     account: &Bound<'_, PyType>,
-) -> PyResult<()> {
-    STATE.register(py, state)?;
-    ACCOUNT.register(py, account)
+) -> PyResult<bool> {
+    let writable = STATE.register(py, state)?;
+    ACCOUNT.register(py, account)?;
+    Ok(writable)
 }

@@ -170,7 +170,9 @@ def build_stream_call(ts: float) -> ApiCall:
 
 
 def test_registering_the_state_types_is_once_per_type() -> None:
-    register_state_types(BehaviourState, AccountState)  # again: nothing changes
+    # Again: nothing changes. A BehaviourState (no GC tracking, msgspec's own setattr)
+    # has its fields written in place.
+    assert register_state_types(BehaviourState, AccountState) is True
 
     class Lookalike(msgspec.Struct):
         counts: list[float]
@@ -179,3 +181,47 @@ def test_registering_the_state_types_is_once_per_type() -> None:
         register_state_types(Lookalike, AccountState)
     with pytest.raises(ValueError, match="another behaviour state type"):
         register_state_types(StateByName, AccountState)
+
+
+_OWN_SETATTR = """
+import msgspec
+from distillwatch_native import register_state_types
+from models.behaviour import BehaviourDetector, BehaviourState
+from tests.models.calls import build_call
+
+written = []
+
+
+class Watched(BehaviourState, gc=False, eq=False):
+    def __setattr__(self, name, value):
+        written.append(name)
+        super().__setattr__(name, value)
+
+
+class Account(msgspec.Struct, gc=False):
+    detector_states: tuple = ()
+    episode: object = None
+
+
+print(register_state_types(Watched, Account))
+detector, watched, plain = BehaviourDetector(), Watched(), BehaviourState()
+for ts in (1_800_000_000.5, 1_800_000_030.25):
+    detector.observe_one(watched, build_call(ts))
+    detector.observe_one(plain, build_call(ts))
+print(sorted(set(written)))
+print(msgspec.structs.astuple(watched) == msgspec.structs.astuple(plain))
+"""
+
+
+def test_a_state_type_with_its_own_setattr_is_written_through_it() -> None:
+    """Registered in a fresh interpreter (a process registers one state type): a state
+    type with a `__setattr__` of its own is read by its slots, but every write goes
+    through its `__setattr__`, and the state ends as a plain one does."""
+    import subprocess
+    from pathlib import Path
+
+    out = subprocess.run([sys.executable, "-c", _OWN_SETATTR], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[2]).stdout.split("\n")
+    assert out[0] == "False"
+    assert out[1] == str(["gap_dev", "gap_mean", "landmark", "last_ts", "topics"])
+    assert out[2] == "True"

@@ -19,58 +19,51 @@ use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyString, PyType};
 use pyo3::BoundObject;
 
-/// The `ApiCall` fields the Rust steps read, in the struct's order.
-pub(crate) const NAMES: [&str; 23] = [
-    "ts",
-    "tenant_id",
-    "account_id",
-    "status",
-    "input_tokens",
-    "output_tokens",
-    "n",
-    "logprobs",
-    "tool_count",
-    "turn",
-    "stop_reason",
-    "has_prompt",
-    "simhash",
-    "topic",
-    "cot_request",
-    "jailbreak_score",
-    "sysprompt_probe",
-    "ip",
-    "asn",
-    "user_agent",
-    "tls_fingerprint",
-    "created_at",
-    "payment_fingerprint",
-];
+/// A list of field names, and a module of each one's index in it, from one list: the
+/// two cannot disagree.
+macro_rules! field_names {
+    ($(#[$doc:meta])* $names:ident, $module:ident { $($index:ident = $name:literal,)* }) => {
+        $(#[$doc])*
+        pub(crate) const $names: [&str; [$($name),*].len()] = [$($name),*];
+        #[doc = concat!("Index of a name in `", stringify!($names), "`.")]
+        pub(crate) mod $module {
+            field_names!(@index 0usize; $($index,)*);
+        }
+    };
+    (@index $n:expr; $head:ident, $($rest:ident,)*) => {
+        pub const $head: usize = $n;
+        field_names!(@index $n + 1usize; $($rest,)*);
+    };
+    (@index $n:expr;) => {};
+}
 
-/// Index of a name in `NAMES`.
-pub(crate) mod f {
-    pub const TS: usize = 0;
-    pub const TENANT_ID: usize = 1;
-    pub const ACCOUNT_ID: usize = 2;
-    pub const STATUS: usize = 3;
-    pub const INPUT_TOKENS: usize = 4;
-    pub const OUTPUT_TOKENS: usize = 5;
-    pub const N: usize = 6;
-    pub const LOGPROBS: usize = 7;
-    pub const TOOL_COUNT: usize = 8;
-    pub const TURN: usize = 9;
-    pub const STOP_REASON: usize = 10;
-    pub const HAS_PROMPT: usize = 11;
-    pub const SIMHASH: usize = 12;
-    pub const TOPIC: usize = 13;
-    pub const COT_REQUEST: usize = 14;
-    pub const JAILBREAK_SCORE: usize = 15;
-    pub const SYSPROMPT_PROBE: usize = 16;
-    pub const IP: usize = 17;
-    pub const ASN: usize = 18;
-    pub const USER_AGENT: usize = 19;
-    pub const TLS_FINGERPRINT: usize = 20;
-    pub const CREATED_AT: usize = 21;
-    pub const PAYMENT_FINGERPRINT: usize = 22;
+field_names! {
+    /// The `ApiCall` fields the Rust steps read, in the struct's order.
+    NAMES, f {
+        TS = "ts",
+        TENANT_ID = "tenant_id",
+        ACCOUNT_ID = "account_id",
+        STATUS = "status",
+        INPUT_TOKENS = "input_tokens",
+        OUTPUT_TOKENS = "output_tokens",
+        N = "n",
+        LOGPROBS = "logprobs",
+        TOOL_COUNT = "tool_count",
+        TURN = "turn",
+        STOP_REASON = "stop_reason",
+        HAS_PROMPT = "has_prompt",
+        SIMHASH = "simhash",
+        TOPIC = "topic",
+        COT_REQUEST = "cot_request",
+        JAILBREAK_SCORE = "jailbreak_score",
+        SYSPROMPT_PROBE = "sysprompt_probe",
+        IP = "ip",
+        ASN = "asn",
+        USER_AGENT = "user_agent",
+        TLS_FINGERPRINT = "tls_fingerprint",
+        CREATED_AT = "created_at",
+        PAYMENT_FINGERPRINT = "payment_fingerprint",
+    }
 }
 
 /// The fields of a msgspec Struct type read (and written) by their slots: the type is
@@ -227,43 +220,33 @@ pub(crate) fn field<'py>(call: &Bound<'py, PyAny>, index: usize) -> PyResult<Bou
     CALL.get(call, index)
 }
 
-/// The `models.behaviour.BehaviourState` fields the behaviour steps read and write.
-const STATE_NAMES: [&str; 10] = [
-    "counts",
-    "landmark",
-    "withheld",
-    "templates",
-    "template_next",
-    "topics",
-    "last_ts",
-    "gap_mean",
-    "gap_dev",
-    "sampled_epoch",
-];
-
-/// Index of a name in `STATE_NAMES`.
-pub(crate) mod st {
-    pub const COUNTS: usize = 0;
-    pub const LANDMARK: usize = 1;
-    pub const WITHHELD: usize = 2;
-    pub const TEMPLATES: usize = 3;
-    pub const TEMPLATE_NEXT: usize = 4;
-    pub const TOPICS: usize = 5;
-    pub const LAST_TS: usize = 6;
-    pub const GAP_MEAN: usize = 7;
-    pub const GAP_DEV: usize = 8;
-    pub const SAMPLED_EPOCH: usize = 9;
+field_names! {
+    /// The `models.behaviour.BehaviourState` fields the behaviour steps read and write.
+    STATE_NAMES, st {
+        COUNTS = "counts",
+        LANDMARK = "landmark",
+        WITHHELD = "withheld",
+        TEMPLATES = "templates",
+        TEMPLATE_NEXT = "template_next",
+        TOPICS = "topics",
+        LAST_TS = "last_ts",
+        GAP_MEAN = "gap_mean",
+        GAP_DEV = "gap_dev",
+        SAMPLED_EPOCH = "sampled_epoch",
+    }
 }
 
 pub(crate) static STATE: Slots<{ STATE_NAMES.len() }> = Slots::new("behaviour state", STATE_NAMES);
 
-/// Index of a name in the `models.engine.AccountState` fields the engine's common call reads.
-pub(crate) mod acct {
-    pub const DETECTOR_STATES: usize = 0;
-    pub const EPISODE: usize = 1;
+field_names! {
+    /// The `models.engine.AccountState` fields the engine's common call reads.
+    ACCOUNT_NAMES, acct {
+        DETECTOR_STATES = "detector_states",
+        EPISODE = "episode",
+    }
 }
 
-pub(crate) static ACCOUNT: Slots<2> = Slots::new("account state", ["detector_states", "episode"]);
+pub(crate) static ACCOUNT: Slots<{ ACCOUNT_NAMES.len() }> = Slots::new("account state", ACCOUNT_NAMES);
 
 /// Read the slot offsets of `models.behaviour.BehaviourState` and
 /// `models.engine.AccountState` (as `register_call_type` does for the call type). Until

@@ -78,7 +78,7 @@ pub(crate) struct Slots<const N: usize> {
 }
 
 /// The registered type, the byte offset of each name in its objects, and whether a slot
-/// may be written in place (objects the garbage collector does not track).
+/// may be written in place (see `Slots::register`).
 struct Layout<const N: usize> {
     ty: Py<PyType>,
     offsets: [isize; N],
@@ -182,7 +182,7 @@ impl<const N: usize> Slots<N> {
     }
 
     /// Set field `index` of `obj` to `value`: in its slot when `obj` is of the registered
-    /// type and that type's objects are not tracked by the collector, else `setattr`.
+    /// type and `register` found that type's `setattr` to be a plain store, else `setattr`.
     #[inline]
     pub(crate) fn set<'py, V: IntoPyObject<'py>>(&self, obj: &Bound<'py, PyAny>, index: usize, value: V) -> PyResult<()>
     where

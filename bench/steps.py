@@ -5,16 +5,16 @@
 The steps of `streams.pipeline`, in its order, on the throughput bench's traffic in
 records of 1,000 events: validating at the edge (the Rust reader of `streams.edge`),
 ordering the input in event time (the edge's rows), re-keying and encoding for the
-internal topic (its payloads joined), decoding there,
-ordering in event time, the detection engine and the link stage (share suspicion and
-link observer), each over slices of calls as a drain runs them, and the link stage's
-records, the link agent (the records decoded and counted into the key evidence), the
-ClickHouse sink's buffering and row building (no insert), and one snapshot per account.
-The worker's CPU per event
-(`python -m bench.throughput`) minus the total here is what Kafka, Faust, asyncio and
-the ClickHouse insert cost on top. After the total, what the Python edge (`decode_calls`,
-then msgspec's encoding) costs for the same records, for comparison. The collector runs
-as in a worker (start-up heap frozen, thresholds 50,000/20/100).
+internal topic (its payloads joined), decoding there, ordering in event time, the
+detection engine and the link stage (share suspicion and link observer, the
+observations encoded into their records), each over slices of calls as a drain runs
+them, the records taken, the link agent (the records read and counted into the key
+evidence), the ClickHouse sink's buffering and row building (no insert), and one
+snapshot per account. The worker's CPU per event (`python -m bench.throughput`) minus
+the total here is what Kafka, Faust, asyncio and the ClickHouse insert cost on top.
+After the total, what the Python edge (`decode_calls`, then msgspec's encoding) costs
+for the same records, for comparison. The collector runs as in a worker (start-up heap
+frozen, thresholds 50,000/20/100).
 """
 
 from __future__ import annotations
@@ -26,10 +26,12 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
+from distillwatch_native import ObservationRecords
+
 from bench._traffic import TrafficPlan, events
 from models.engine import DetectionEngine
 from models.linking.evidence import KeyEvidence, LinkEdge
-from models.linking.observe import LinkObservation, LinkObserver
+from models.linking.observe import LinkObserver
 from models.linking.suspicion import LinkingSuspicion
 from models.records import ApiCall
 from schemas.alert import Alert
@@ -37,14 +39,14 @@ from streams.cli import WORKER_GC_THRESHOLD
 from streams.edge import EdgeCall, EdgeCalls, EdgeReader, edge_records
 from streams.fast_decode import decode_calls
 from streams.internal import (
+    OBSERVATIONS_TAG,
+    count_observations_or_tick,
     decode_by_account,
-    decode_observations,
     encode_calls,
-    encode_observations,
     group_by_partition,
 )
 from streams.ordering import EventTimeMerger
-from streams.pipeline import LINK_SLICE_CALLS
+from streams.pipeline import INTERNAL_MAX_ITEMS, LINK_SLICE_CALLS
 from streams.sinks import ClickHouseSink
 from streams.statestore import encode_account
 
@@ -131,29 +133,28 @@ def main() -> None:
             assert error is None and end == min(n, i + LINK_SLICE_CALLS), error
 
     step("detection engine", detect)
-    observations: list[LinkObservation] = []
+    # As a drain writes them: encoded into their partitions' records as they are made.
+    observations = ObservationRecords(OBSERVATIONS_TAG, PARTITIONS, INTERNAL_MAX_ITEMS)
 
     def link() -> None:
         for i in range(0, n, LINK_SLICE_CALLS):
-            made, _, error = observer.observe_many(
-                ready[i:i + LINK_SLICE_CALLS], engine_suspicion[i:i + LINK_SLICE_CALLS],
-                suspicion)
+            _, error = observer.observe_many_into(
+                observations, ready[i:i + LINK_SLICE_CALLS],
+                engine_suspicion[i:i + LINK_SLICE_CALLS], suspicion)
             assert error is None, error
-            observations.extend(made)
 
-    step("link stage: share suspicion and link observer", link)
-    link_records = step("link observations: group and encode", lambda: [
-        encode_observations(group[i:i + 1000])
-        for group in group_by_partition(observations, "hub", PARTITIONS).values()
-        for i in range(0, len(group), 1000)])
+    step("link stage: share suspicion, link observer, observations encoded", link)
+    observed = len(observations)
+    link_records = step("link observations: records taken", lambda: [
+        value for values in observations.take().values() for value in values])
     evidence = KeyEvidence()
     edges: list[LinkEdge] = []
 
     def weigh() -> None:
         for value in link_records:
-            evidence.add_many(decode_observations(value), edges)
+            count_observations_or_tick(value, evidence, edges)
 
-    step("link agent: decode observations, key evidence", weigh)
+    step("link agent: observations read from their records, key evidence", weigh)
     sink = ClickHouseSink(_NoClickHouse(), "db")  # type: ignore[arg-type]
     step("ClickHouse sink: count calls", lambda: [
         sink.add_calls(ready[i:i + 20_000], scores[i:i + 20_000]) for i in range(0, n, 20_000)])
@@ -169,7 +170,7 @@ def main() -> None:
     step("account snapshots (each account once)", snapshots)
 
     print(f"{n:,} events in records of 1,000, {len(engine.accounts()):,} accounts, "
-          f"{len(observations):,} link observations; CPU microseconds per event")
+          f"{observed:,} link observations; CPU microseconds per event")
     for label, us in rows:
         print(f"{us:7.2f}  {label}")
     print(f"{sum(us for _, us in rows):7.2f}  total")

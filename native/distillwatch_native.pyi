@@ -58,9 +58,22 @@ class ObserverCore:
         """The observations of one call (instances of `observation`)."""
     def observe_many(self, accounts: dict[str, Any], share: ShareCore,
                      share_accounts: dict[str, Any], calls: list[Any],
-                     engine_suspicions: list[float]) -> tuple[list[Any], int, Exception | None]:
+                     engine_suspicions: list[float],
+                     out: list[Any] | ObservationRecords) -> tuple[int, Exception | None]:
         """For each call: `share.update`, the larger of it and the engine's suspicion,
-        `observe`; stops at the first call that raises (how many were done, the error)."""
+        `observe` into `out` (objects appended to a list, or encoded into records); stops
+        at the first call that raises (how many were done, the error)."""
+
+class ObservationRecords:
+    """Link observations encoded into the internal records of their link-key partitions
+    (`tag`, then a msgpack array of up to `max_items` of them)."""
+
+    def __init__(self, tag: bytes, partitions: int, max_items: int) -> None: ...
+    def __len__(self) -> int:
+        """Observations written since the last `take`."""
+    def take(self) -> dict[int, list[bytes]]:
+        """Their records by partition (in the order of each one's first observation);
+        none are left."""
 
 class EvidenceCore:
     """`models.linking.evidence.KeyEvidence`'s state and rules (the class checks the
@@ -76,6 +89,9 @@ class EvidenceCore:
     def weight(self, kind: str, key: str) -> float: ...
     def expire(self, watermark: float) -> int: ...
     def add(self, obs: Any) -> list[Any]: ...
+    def add_record(self, value: bytes, start: int, edges: list[Any]) -> float | None:
+        """`add_many` of a record's observations read from its bytes, if they are as the
+        link observer writes them; None (nothing counted) otherwise."""
     def add_many(self, observations: list[Any], edges: list[Any]) -> float:
         """Observations counted in order, their edges appended to `edges`; their latest
         event time (-inf for none)."""
@@ -83,7 +99,8 @@ class EvidenceCore:
 class MinuteCounts:
     """`streams.sinks.ClickHouseSink`'s per-minute rows of each account, in arrival order."""
 
-    def __init__(self) -> None: ...
+    def __init__(self, capacity: int = 0) -> None:
+        """Room for `capacity` rows from the start."""
     def __len__(self) -> int: ...
     def add(self, calls: Sequence[Any], scores: Sequence[float]) -> None:
         """Count each `models.records.ApiCall` with its score into its account's minute."""

@@ -18,7 +18,7 @@ from typing import TypeVar
 import msgspec
 from distillwatch_native import CallDecoder
 
-from models.linking.evidence import LinkEdge
+from models.linking.evidence import KeyEvidence, LinkEdge
 from models.linking.observe import LinkObservation
 from models.records import ApiCall
 from schemas.feedback import AnalystVerdict
@@ -114,11 +114,23 @@ def decode_observations(value: bytes) -> list[LinkObservation]:
     return _decode_observations(memoryview(value)[1:])
 
 
-def decode_observations_or_tick(value: bytes) -> list[LinkObservation] | float:
-    """A record of the link-observations topic: observations, or a detect worker's tick."""
+def count_observations_or_tick(value: bytes, evidence: KeyEvidence,
+                               edges: list[LinkEdge]) -> float:
+    """A record of the link-observations topic, taken in by the link stage: a detect
+    worker's tick, or observations counted into `evidence` (their edges appended to
+    `edges`); returns the tick's or the latest observation's event time.
+
+    Observations as the link observer writes them are read in Rust straight from the
+    record (`KeyEvidence.add_record`): a `LinkObservation` made and freed per observation
+    cost more than counting it. Any other form of the same list is decoded by msgspec.
+    """
     if value[:1] == TICK_TAG:
         return _decode_float(memoryview(value)[1:])
-    return decode_observations(value)
+    if value[:1] == OBSERVATIONS_TAG:
+        latest = evidence.add_record(value, 1, edges)
+        if latest is not None:
+            return latest
+    return evidence.add_many(decode_observations(value), edges)
 
 
 def encode_edges(edges: Sequence[LinkEdge]) -> bytes:

@@ -35,12 +35,13 @@ from typing import Any, cast
 import faust
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import KafkaException
+from distillwatch_native import ObservationRecords
 from faust.exceptions import ConsumerNotStarted
 
 from models.engine import AccountKey, DetectionEngine
 from models.linking.clusters import CampaignClusters
 from models.linking.evidence import KeyEvidence, LinkEdge
-from models.linking.observe import LinkObservation, LinkObserver
+from models.linking.observe import LinkObserver
 from models.linking.suspicion import LinkingSuspicion
 from models.records import ApiCall
 from schemas.alert import Alert
@@ -53,16 +54,15 @@ from streams.edge import EdgeCalls, EdgeReader, edge_records
 from streams.faust_fetch import bound_fetch_wait
 from streams.input import InputConsumer, InputRun, record_of
 from streams.internal import (
+    OBSERVATIONS_TAG,
+    count_observations_or_tick,
     decode_by_account,
     decode_edges_or_tick,
-    decode_observations_or_tick,
     encode_calls,
     encode_edges,
-    encode_observations,
     encode_progress,
     encode_tick,
     encode_verdict,
-    group_by_partition,
     partition_for,
 )
 from streams.kafka import faust_credentials
@@ -758,7 +758,8 @@ class Pipeline:
             # sent this way). Why is not pinned down: perhaps the link stage's expiry,
             # at the latest event time of any partition, with its partitions further
             # apart in smaller records (bench/PROFILE.md, "Fifteenth pass").
-            observations: list[LinkObservation] = []
+            observations = ObservationRecords(OBSERVATIONS_TAG, self.settings.topic_partitions,
+                                              INTERNAL_MAX_ITEMS)
             sweep_at = self._next_eviction
             latest = -math.inf  # event time of the last call processed
             alerts: list[Alert] = []
@@ -788,7 +789,6 @@ class Pipeline:
                     calls, suspicions, scores = [], [], []
                     if len(observations) >= OBSERVATIONS_SLICE:
                         await self._send_observations(observations)
-                        observations = []
                     # Let the other tasks in between slices: the ingest's next take
                     # (read and parsed on the input thread meanwhile), the link agent.
                     await asyncio.sleep(0)
@@ -834,17 +834,16 @@ class Pipeline:
         self._dirty.add(key)
 
     async def _link_calls(self, calls: list[ApiCall], suspicions: list[float],
-                          scores: list[float], observations: list[LinkObservation]) -> None:
+                          scores: list[float], observations: ObservationRecords) -> None:
         """The link stage of calls the engine has processed, in their order: each one's
-        share suspicion and link observations (added to `observations`), then the sink's
-        counts. A call the link stage fails on is dead-lettered and left out of the
+        share suspicion and link observations (encoded into `observations`), then the
+        sink's counts. A call the link stage fails on is dead-lettered and left out of the
         counts; its alerts, if any, are out already (the engine has counted it)."""
         observed = 0
         while observed < len(calls):
             rest = calls[observed:] if observed else calls
-            made, done, error = self.observer.observe_many(
-                rest, suspicions[observed:], self.suspicion)
-            observations += made
+            done, error = self.observer.observe_many_into(
+                observations, rest, suspicions[observed:], self.suspicion)
             if error is None:
                 break
             failed = observed + done
@@ -855,12 +854,13 @@ class Pipeline:
         if self.sink is not None and calls:
             self.sink.add_calls(calls, scores)
 
-    async def _send_observations(self, observations: list[LinkObservation]) -> None:
-        """Send link observations to the partitions of their link keys."""
-        groups = group_by_partition(observations, "hub", self.settings.topic_partitions)
-        for partition, group in groups.items():
-            await _send_chunks(self.output, self.settings.internal_topic_link_observations,
-                               group, encode_observations, partition)
+    async def _send_observations(self, observations: ObservationRecords) -> None:
+        """Send the link observations written so far to the partitions of their link
+        keys (the observer encoded them into their records, see `_link_calls`)."""
+        topic = self.settings.internal_topic_link_observations
+        for partition, values in observations.take().items():
+            for value in values:
+                await self.output.send(topic, value, partition=partition)
 
     async def _link(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         """Evidence per link key: which accounts share it, and how much that means."""
@@ -872,8 +872,7 @@ class Pipeline:
                 if not self._first_delivery(record.message):
                     continue
                 try:
-                    item = decode_observations_or_tick(record.value)
-                    ts = item if isinstance(item, float) else evidence.add_many(item, edges)
+                    ts = count_observations_or_tick(record.value, evidence, edges)
                 except Exception as exc:  # a defect must not stop linking
                     # (the observations before the one it failed on are counted, their
                     # edges sent; the partition's progress waits for its next record)

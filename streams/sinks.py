@@ -137,7 +137,10 @@ class ClickHouseSink:
     def flush(self) -> int:
         """Write everything buffered; return rows written. On failure, keep the rows."""
         with self._lock:
-            minutes, self._minutes = self._minutes, MinuteCounts()
+            # The next interval's counts start with room for as many rows as this one's
+            # (up to an insert's): not grown and rehashed to them again.
+            minutes = self._minutes
+            self._minutes = MinuteCounts(min(len(minutes), MINUTE_ROWS_PER_INSERT))
             alerts, self._alerts = self._alerts, []
             dead_letters, self._dead_letters = self._dead_letters, []
             members, self._members = self._members, []

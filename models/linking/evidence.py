@@ -183,6 +183,13 @@ class KeyEvidence:
         with those before it counted and their edges appended."""
         return self._core.add_many(observations, edges)
 
+    def add_record(self, value: bytes, start: int, edges: list[LinkEdge]) -> float | None:
+        """`add_many` of the observations of a link-observations record (`value[start:]`,
+        a msgpack list of them) read straight from its bytes, when they are as the link
+        observer writes them; None, with nothing counted, for any other form (decode it
+        with msgspec then: `streams.internal.count_observations_or_tick`)."""
+        return self._core.add_record(value, start, edges)
+
     def expire(self, watermark: float) -> int:
         """Drop keys that would start afresh at their next observation after `watermark`
         (event time): idle for more than `member_ttl_s`, or two of it once they keep a

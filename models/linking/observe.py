@@ -39,7 +39,7 @@ from array import array
 from typing import TYPE_CHECKING
 
 import msgspec
-from distillwatch_native import ObserverCore
+from distillwatch_native import ObservationRecords, ObserverCore
 
 from models.errors import ConfigurationError
 from models.linking.keys import (
@@ -210,5 +210,19 @@ class LinkObserver(RebuiltCore[ObserverCore]):
         it, how many those are, and the exception (None when every call was done): the
         caller deals with that call and goes on from the one after it.
         """
+        made: list[LinkObservation] = []
+        done, error = self.observe_many_into(made, calls, engine_suspicions, suspicion)
+        return made, done, error
+
+    def observe_many_into(
+        self, out: list[LinkObservation] | ObservationRecords, calls: list[ApiCall],
+        engine_suspicions: list[float], suspicion: LinkingSuspicion,
+    ) -> tuple[int, Exception | None]:
+        """`observe_many`, its observations appended to `out`: as `LinkObservation`s to a
+        list, or encoded into the link-observation records of their partitions
+        (`ObservationRecords`, as `streams.internal.encode_observations` writes them),
+        which is how a worker's drain sends them without making an object of each.
+        Returns how many calls were done and the exception of the next one, if any."""
         core, accounts = suspicion.share.native()
-        return self._core.observe_many(self._accounts, core, accounts, calls, engine_suspicions)
+        return self._core.observe_many(self._accounts, core, accounts, calls, engine_suspicions,
+                                       out)

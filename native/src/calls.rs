@@ -160,13 +160,22 @@ enum Int {
     Unsigned(u64),
 }
 
-struct Cursor<'a> {
+pub(crate) struct Cursor<'a> {
     b: &'a [u8],
     at: usize,
 }
 
 impl<'a> Cursor<'a> {
-    fn byte(&mut self) -> Option<u8> {
+    pub(crate) fn new(b: &'a [u8]) -> Self {
+        Cursor { b, at: 0 }
+    }
+
+    /// Whether every byte has been read.
+    pub(crate) fn at_end(&self) -> bool {
+        self.at == self.b.len()
+    }
+
+    pub(crate) fn byte(&mut self) -> Option<u8> {
         let c = *self.b.get(self.at)?;
         self.at += 1;
         Some(c)
@@ -179,11 +188,11 @@ impl<'a> Cursor<'a> {
         Some(bytes)
     }
 
-    fn be<const N: usize>(&mut self) -> Option<[u8; N]> {
+    pub(crate) fn be<const N: usize>(&mut self) -> Option<[u8; N]> {
         self.take(N)?.try_into().ok()
     }
 
-    fn array_len(&mut self) -> Option<usize> {
+    pub(crate) fn array_len(&mut self) -> Option<usize> {
         Some(match self.byte()? {
             m @ 0x90..=0x9f => usize::from(m & 0x0f),
             0xdc => usize::from(u16::from_be_bytes(self.be()?)),
@@ -193,7 +202,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// The bytes of a str whose marker is `m`.
-    fn str_bytes(&mut self, m: u8) -> Option<&'a [u8]> {
+    pub(crate) fn str_bytes(&mut self, m: u8) -> Option<&'a [u8]> {
         let n = match m {
             0xa0..=0xbf => usize::from(m & 0x1f),
             0xd9 => usize::from(self.byte()?),

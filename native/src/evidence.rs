@@ -17,6 +17,8 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString};
 
+use crate::calls::Cursor;
+
 /// A link key `(kind, key)`, owned.
 #[derive(PartialEq, Eq)]
 struct Ident {
@@ -299,6 +301,45 @@ struct Obs<'a> {
     first_seen: f64,
 }
 
+/// The field names of a `LinkObservation`, in its order: its text fields, then its numbers.
+const OBSERVATION_FIELDS: [&[u8]; 7] =
+    [b"kind", b"key", b"tenant_id", b"account_id", b"ts", b"suspicion", b"first_seen"];
+
+/// The observations of a record's body as the link observer writes them (see
+/// `add_record`), borrowed from it; None for a body in any other form.
+fn read_record(body: &[u8]) -> Option<Vec<Obs<'_>>> {
+    let mut c = Cursor::new(body);
+    let n = c.array_len()?;
+    let name = |c: &mut Cursor<'_>, expected: &[u8]| -> Option<()> {
+        let m = c.byte()?;
+        (c.str_bytes(m)? == expected).then_some(())
+    };
+    let mut out = Vec::with_capacity(n.min(body.len() / 64));
+    for _ in 0..n {
+        if c.byte()? != 0x87 {
+            return None; // not a map of seven
+        }
+        let mut text = [""; 4];
+        for (slot, field) in text.iter_mut().zip(&OBSERVATION_FIELDS[..4]) {
+            name(&mut c, field)?;
+            let m = c.byte()?;
+            *slot = std::str::from_utf8(c.str_bytes(m)?).ok()?;
+        }
+        let mut numbers = [0.0; 3];
+        for (slot, field) in numbers.iter_mut().zip(&OBSERVATION_FIELDS[4..]) {
+            name(&mut c, field)?;
+            if c.byte()? != 0xcb {
+                return None; // not a float64
+            }
+            *slot = f64::from_be_bytes(c.be()?);
+        }
+        let [kind, key, tenant_id, account_id] = text;
+        let [ts, suspicion, first_seen] = numbers;
+        out.push(Obs { ident: IdentRef { kind, key }, tenant_id, account_id, ts, suspicion, first_seen });
+    }
+    c.at_end().then_some(out)
+}
+
 /// `KeyEvidence`'s parameters (checked by the Python class).
 #[derive(Clone, Copy)]
 struct Params {
@@ -403,6 +444,29 @@ impl EvidenceCore {
         let edges = PyList::empty(obs.py());
         self.add_one(obs, &edges)?;
         Ok(edges)
+    }
+
+    /// `add_many` of the observations of a link-observations record, `value[start..]`,
+    /// read from its bytes: when they are as the link observer writes them (a msgpack
+    /// array of maps of the seven fields in their order, text as str, numbers as
+    /// float64: `observations::ObservationRecords`, and msgspec for a list of
+    /// `LinkObservation`s). Returns None, having counted nothing, for a record in any
+    /// other form: the caller decodes it with msgspec, so that what it accepts and
+    /// refuses stays msgspec's.
+    fn add_record(
+        &mut self, value: &[u8], start: usize, edges: &Bound<'_, PyList>,
+    ) -> PyResult<Option<f64>> {
+        let Some(observations) = value.get(start..).and_then(read_record) else {
+            return Ok(None);
+        };
+        let mut latest = f64::NEG_INFINITY;
+        for obs in &observations {
+            self.count_in(obs, edges)?;
+            if obs.ts > latest {
+                latest = obs.ts;
+            }
+        }
+        Ok(Some(latest))
     }
 
     /// Count `observations` in order, appending the edges they cause to `edges`; returns

@@ -34,6 +34,7 @@ mod edge_calls;
 mod evidence;
 mod fields;
 mod minutes;
+mod observations;
 mod order;
 mod share;
 
@@ -832,7 +833,7 @@ fn put_int(out: &mut Vec<u8>, v: i64) {
     }
 }
 
-fn put_f64(out: &mut Vec<u8>, v: f64) {
+pub(crate) fn put_f64(out: &mut Vec<u8>, v: f64) {
     out.push(0xcb);
     out.extend_from_slice(&v.to_be_bytes());
 }
@@ -846,7 +847,7 @@ fn put_nil(out: &mut Vec<u8>) {
 }
 
 /// Writes a string; returns where its UTF-8 bytes start in `out`.
-fn put_str(out: &mut Vec<u8>, s: &str) -> usize {
+pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) -> usize {
     let n = s.len();
     if n < 32 {
         out.push(0xa0 | n as u8);
@@ -873,7 +874,7 @@ fn put_opt_str(out: &mut Vec<u8>, s: &Option<Cow<'_, str>>) {
     }
 }
 
-fn put_array_header(out: &mut Vec<u8>, n: usize) {
+pub(crate) fn put_array_header(out: &mut Vec<u8>, n: usize) {
     if n < 16 {
         out.push(0x90 | n as u8);
     } else if n <= 0xFFFF {
@@ -1325,25 +1326,97 @@ fn ip_prefix(ip: &str) -> String {
 /// What identifies a call's identity in the memo: its text fields, and its numbers where
 /// they are exactly an int and a float (others are not memoised, as their text is not a
 /// function of their value alone).
-#[derive(PartialEq, Eq, Hash, Clone)]
+#[derive(PartialEq, Eq, Clone)]
 struct IdentityKey {
-    payment: Option<String>,
-    tls: Option<String>,
-    ip: Option<String>,
+    payment: Option<Box<str>>,
+    tls: Option<Box<str>>,
+    ip: Option<Box<str>>,
     asn: Option<i64>,
-    user_agent: Option<String>,
+    user_agent: Option<Box<str>>,
     created_at: Option<u64>,
 }
 
-fn text_field(value: &Bound<'_, PyAny>) -> Option<Option<String>> {
+/// An identity borrowed from a call's fields: the memo is probed without copying its
+/// text (four strings a call, allocated and freed, were a twentieth of the link stage).
+struct IdentityRef<'a> {
+    payment: Option<&'a str>,
+    tls: Option<&'a str>,
+    ip: Option<&'a str>,
+    asn: Option<i64>,
+    user_agent: Option<&'a str>,
+    created_at: Option<u64>,
+}
+
+impl IdentityRef<'_> {
+    fn owned(&self) -> IdentityKey {
+        IdentityKey {
+            payment: self.payment.map(Box::from),
+            tls: self.tls.map(Box::from),
+            ip: self.ip.map(Box::from),
+            asn: self.asn,
+            user_agent: self.user_agent.map(Box::from),
+            created_at: self.created_at,
+        }
+    }
+
+    fn hash_into<H: std::hash::Hasher>(&self, state: &mut H) {
+        use std::hash::Hash;
+        self.payment.hash(state);
+        self.tls.hash(state);
+        self.ip.hash(state);
+        self.asn.hash(state);
+        self.user_agent.hash(state);
+        self.created_at.hash(state);
+    }
+}
+
+impl IdentityKey {
+    fn borrowed(&self) -> IdentityRef<'_> {
+        IdentityRef {
+            payment: self.payment.as_deref(),
+            tls: self.tls.as_deref(),
+            ip: self.ip.as_deref(),
+            asn: self.asn,
+            user_agent: self.user_agent.as_deref(),
+            created_at: self.created_at,
+        }
+    }
+}
+
+impl std::hash::Hash for IdentityKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.borrowed().hash_into(state);
+    }
+}
+
+impl std::hash::Hash for IdentityRef<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.hash_into(state);
+    }
+}
+
+impl hashbrown::Equivalent<IdentityKey> for IdentityRef<'_> {
+    fn equivalent(&self, key: &IdentityKey) -> bool {
+        self.payment == key.payment.as_deref()
+            && self.tls == key.tls.as_deref()
+            && self.ip == key.ip.as_deref()
+            && self.asn == key.asn
+            && self.user_agent == key.user_agent.as_deref()
+            && self.created_at == key.created_at
+    }
+}
+
+/// A text field as the memo keys it: None for None; not memoised (the outer None) unless
+/// it is exactly a `str` of valid UTF-8.
+fn text_field<'a>(value: &'a Bound<'_, PyAny>) -> Option<Option<&'a str>> {
     if value.is_none() {
         return Some(None);
     }
     let text = value.downcast_exact::<PyString>().ok()?;
-    text.to_str().ok().map(|s| Some(s.to_owned()))
+    text.to_str().ok().map(Some)
 }
 
-fn identity_key(fields: &[Bound<'_, PyAny>; 6]) -> Option<IdentityKey> {
+fn identity_key<'a>(fields: &'a [Bound<'_, PyAny>; 6]) -> Option<IdentityRef<'a>> {
     let [payment, tls, ip, asn, user_agent, created_at] = fields;
     let asn = if asn.is_none() {
         None
@@ -1357,7 +1430,7 @@ fn identity_key(fields: &[Bound<'_, PyAny>; 6]) -> Option<IdentityKey> {
         let number = created_at.downcast_exact::<pyo3::types::PyFloat>().ok()?;
         Some(number.value().to_bits())
     };
-    Some(IdentityKey {
+    Some(IdentityRef {
         payment: text_field(payment)?,
         tls: text_field(tls)?,
         ip: text_field(ip)?,
@@ -1418,16 +1491,18 @@ impl ObserverCore {
         suspicion: f64,
     ) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
-        self.observe_into(py, accounts, call, suspicion, &out)?;
+        self.observe_into(py, accounts, call, suspicion, &mut Observations::Objects(&out))?;
         Ok(out)
     }
 
     /// The link stage of a drain's calls, in order, in one call: for each, the share
     /// suspicion's update (`share` on `share_accounts`), the larger of it and the engine's
     /// suspicion after the call (`engine_suspicions`, one per call), and the observations
-    /// the call causes with that. Returns the observations, how many calls were done, and
-    /// the exception raised by the next one (None when all were done): the caller
-    /// dead-letters that call and goes on with those after it.
+    /// the call causes with that, into `out`: appended to it as `LinkObservation`s if it
+    /// is a list, encoded into their partitions' records if it is `ObservationRecords`.
+    /// Returns how many calls were done and the exception raised by the next one (None
+    /// when all were done): the caller dead-letters that call and goes on with those
+    /// after it.
     #[allow(clippy::too_many_arguments)]
     fn observe_many<'py>(
         &mut self,
@@ -1437,7 +1512,8 @@ impl ObserverCore {
         share_accounts: &Bound<'py, pyo3::types::PyDict>,
         calls: &Bound<'py, PyList>,
         engine_suspicions: Vec<f64>,
-    ) -> PyResult<(Bound<'py, PyList>, usize, Option<PyObject>)> {
+        out: &Bound<'py, PyAny>,
+    ) -> PyResult<(usize, Option<PyObject>)> {
         if engine_suspicions.len() != calls.len() {
             return Err(pyo3::exceptions::PyValueError::new_err(format!(
                 "{} calls but {} suspicions",
@@ -1446,18 +1522,30 @@ impl ObserverCore {
             )));
         }
         let share = share.get();
-        let out = PyList::empty(py);
+        let mut records;
+        let mut out = if let Ok(list) = out.downcast::<PyList>() {
+            Observations::Objects(list)
+        } else {
+            records = out.downcast::<observations::ObservationRecords>()?.borrow_mut();
+            Observations::Records(&mut records)
+        };
         for (done, (call, engine)) in calls.iter().zip(engine_suspicions).enumerate() {
             let step = share
                 .update_one(py, share_accounts, &call)
-                .and_then(|own| self.observe_into(py, accounts, &call, own.max(engine), &out));
+                .and_then(|own| self.observe_into(py, accounts, &call, own.max(engine), &mut out));
             if let Err(err) = step {
-                return Ok((out, done, Some(err.into_value(py).into_any())));
+                return Ok((done, Some(err.into_value(py).into_any())));
             }
         }
-        let done = calls.len();
-        Ok((out, done, None))
+        Ok((calls.len(), None))
     }
+}
+
+/// Where the observer's observations go: `LinkObservation`s appended to a list, or
+/// encoded into the records of their partitions.
+enum Observations<'a, 'py> {
+    Objects(&'a Bound<'py, PyList>),
+    Records(&'a mut observations::ObservationRecords),
 }
 
 impl ObserverCore {
@@ -1468,7 +1556,7 @@ impl ObserverCore {
         accounts: &Bound<'py, pyo3::types::PyDict>,
         call: &Bound<'py, PyAny>,
         suspicion: f64,
-        out: &Bound<'py, PyList>,
+        out: &mut Observations<'_, 'py>,
     ) -> PyResult<()> {
         use pyo3::intern;
         let ts_obj = field(call, f::TS)?;
@@ -1552,7 +1640,7 @@ impl ObserverCore {
                     if self.identities.len() >= self.identities_max {
                         self.identities.clear();
                     }
-                    self.identities.insert(k, bits);
+                    self.identities.insert(k.owned(), bits);
                 }
                 bits
             }
@@ -1610,17 +1698,36 @@ impl ObserverCore {
         let reported = quantised as f64 / 1000.0;
         let first_seen = f64::from(state[FIRST_SEEN].get());
         drop(cells);
-        let observation = self.observation.bind(py);
-        for (kind, key) in found {
-            out.append(observation.call1((
-                kind,
-                key,
-                &tenant_id,
-                &account_id,
-                &ts_obj,
-                reported,
-                first_seen,
-            ))?)?;
+        match out {
+            Observations::Objects(out) => {
+                let observation = self.observation.bind(py);
+                for (kind, key) in found {
+                    out.append(observation.call1((
+                        kind,
+                        key,
+                        &tenant_id,
+                        &account_id,
+                        &ts_obj,
+                        reported,
+                        first_seen,
+                    ))?)?;
+                }
+            }
+            Observations::Records(records) => {
+                let (tenant_id, account_id) =
+                    (tenant_id.downcast::<PyString>()?.to_str()?, account_id.downcast::<PyString>()?.to_str()?);
+                for (kind, key) in &found {
+                    records.push(&observations::Observation {
+                        kind,
+                        key,
+                        tenant_id,
+                        account_id,
+                        ts,
+                        suspicion: reported,
+                        first_seen,
+                    });
+                }
+            }
         }
         Ok(())
     }
@@ -1678,6 +1785,7 @@ impl ObserverCore {
 #[pymodule]
 fn distillwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ObserverCore>()?;
+    m.add_class::<observations::ObservationRecords>()?;
     m.add_class::<behaviour::BehaviourCore>()?;
     m.add_class::<minutes::MinuteCounts>()?;
     m.add_class::<share::ShareCore>()?;

@@ -132,9 +132,17 @@ impl MinuteCounts {
 
 #[pymethods]
 impl MinuteCounts {
+    /// Room for `capacity` rows from the start: the sink starts each interval's counts
+    /// with the last interval's number of rows, rather than growing (and rehashing) to it
+    /// again.
     #[new]
-    fn new() -> Self {
-        MinuteCounts { rows: Vec::new(), index: HashTable::new(), hasher: DefaultHashBuilder::default() }
+    #[pyo3(signature = (capacity=0))]
+    fn new(capacity: usize) -> Self {
+        MinuteCounts {
+            rows: Vec::with_capacity(capacity),
+            index: HashTable::with_capacity(capacity),
+            hasher: DefaultHashBuilder::default(),
+        }
     }
 
     fn __len__(&self) -> usize {

@@ -23,7 +23,7 @@ from models.linking.observe import LinkObservation
 from models.records import ApiCall
 from schemas.feedback import AnalystVerdict
 from streams import pipeline as pipeline_module
-from streams.internal import partition_for
+from streams.internal import decode_observations, partition_for
 from streams.pipeline import Pipeline
 from streams.settings import Settings
 from streams.sinks import ClickHouseSink
@@ -68,8 +68,8 @@ def worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pipeline:
     async def emit(alert: object) -> None:
         await sent.wait()
 
-    async def send_nothing(*_: Any) -> list[Any]:
-        return []
+    async def send_nothing(*_: Any, **__: Any) -> None:
+        return None
 
     process = pipeline.engine.process
     first = True
@@ -84,7 +84,7 @@ def worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pipeline:
 
     monkeypatch.setattr(pipeline, "_emit", emit)
     monkeypatch.setattr(pipeline.engine, "process", process_alerting_first)
-    monkeypatch.setattr(pipeline_module, "_send_chunks", send_nothing)
+    monkeypatch.setattr(pipeline.output, "send", send_nothing)  # the link observations
     return pipeline
 
 
@@ -565,10 +565,10 @@ def drain_in_one(run: list[ApiCall], path: Path, monkeypatch: pytest.MonkeyPatch
     pipeline._next_eviction = -math.inf if sweeps else math.inf
     drained = Drained(pipeline, [], [])
 
-    async def record(_output: Any, _topic: Any, items: list[Any], _encode: Any,
-                     partition: int) -> list[Any]:
-        drained.sends.append((pipeline.engine.accounts_tracked, partition, list(items)))
-        return []
+    async def record(topic: str, value: bytes, partition: int) -> None:
+        assert topic == pipeline.settings.internal_topic_link_observations
+        drained.sends.append((pipeline.engine.accounts_tracked, partition,
+                              decode_observations(value)))
 
     async def emit(alert: Any) -> None:
         drained.alerts.append(alert)
@@ -577,7 +577,7 @@ def drain_in_one(run: list[ApiCall], path: Path, monkeypatch: pytest.MonkeyPatch
         pipeline.merger.add(0, run, now=0.0)
         await pipeline._drain(everything=True)
 
-    monkeypatch.setattr(pipeline_module, "_send_chunks", record)
+    monkeypatch.setattr(pipeline.output, "send", record)
     monkeypatch.setattr(pipeline_module, "OBSERVATIONS_SLICE", observations_slice)
     monkeypatch.setattr(pipeline_module, "LINK_SLICE_CALLS", 50)
     monkeypatch.setattr(pipeline, "_emit", emit)
@@ -666,17 +666,16 @@ def test_a_call_the_link_stage_refuses_is_dead_lettered_and_the_drain_goes_on(
     async def dead_letter(rejection: Any, topic: str, message: Any) -> None:
         letters.append((rejection.kind, rejection.reason))
 
-    async def record(_output: Any, _topic: Any, items: list[Any], _encode: Any,
-                     partition: int) -> list[Any]:
-        observed.extend(item.account_id for item in items)
-        return []
+    async def record(topic: str, value: bytes, partition: int) -> None:
+        assert topic == pipeline.settings.internal_topic_link_observations
+        observed.extend(item.account_id for item in decode_observations(value))
 
     async def emit(alert: Any) -> None:
         pass
 
     monkeypatch.setattr(pipeline, "_dead_letter", dead_letter)
     monkeypatch.setattr(pipeline, "_emit", emit)
-    monkeypatch.setattr(pipeline_module, "_send_chunks", record)
+    monkeypatch.setattr(pipeline.output, "send", record)
     monkeypatch.setattr(pipeline_module, "LINK_SLICE_CALLS", 4)
     pipeline.observer.import_account("key_2", array("I", [0, 0, 0]))
     run = [ApiCall(f"e{i}", 1_800_000_000.0 + i, "org", f"key_{i}", "m", 200, 10, 100,

@@ -47,6 +47,17 @@ def test_token_sums_past_64_bits_are_exact() -> None:
     assert row[4] == row[5] == 3 * most and row[11] == [most]
 
 
+def test_counts_made_with_room_for_rows_count_the_same() -> None:
+    """The sink starts each interval's counts with room for the last one's rows."""
+    calls = [call(60.0 * (i % 7), account=f"a{i % 5}", simhash=i % 3) for i in range(200)]
+    scores = [i / 200 for i in range(200)]
+    plain, roomy, cramped = MinuteCounts(), MinuteCounts(1_000), MinuteCounts(1)
+    for counts in (plain, roomy, cramped):
+        counts.add(calls, scores)
+    assert len(plain) == 35
+    assert rows(roomy) == rows(cramped) == rows(plain)
+
+
 def test_an_event_time_no_minute_holds_is_refused_not_miscounted() -> None:
     counts = MinuteCounts()
     with pytest.raises(OverflowError):

@@ -767,6 +767,7 @@ class Pipeline:
             # state if it is not in memory and marks it for the next (`_prepare`).
             known, prepare = (None, None) if store is None else (self._dirty, self._prepare)
             done = 0
+            freed = 0  # calls before it in `ready` are let go (see below)
             while done < len(ready):
                 stop = min(len(ready), done + LINK_SLICE_CALLS - len(calls))
                 end, error = engine.process_many(
@@ -787,6 +788,12 @@ class Pipeline:
                 if sweep or len(calls) >= LINK_SLICE_CALLS:
                     await self._link_calls(calls, suspicions, scores, observations)
                     calls, suspicions, scores = [], [], []
+                    # Every step is done with the calls before `done`: they are freed
+                    # now, while they are still in the processor's cache. Freed with
+                    # `ready` at the drain's end (100,000 calls and more in a backlog),
+                    # each was read from memory again: 6 % of the event loop's thread.
+                    ready[freed:done] = [None] * (done - freed)  # type: ignore[list-item]
+                    freed = done
                     if len(observations) >= OBSERVATIONS_SLICE:
                         await self._send_observations(observations)
                     # Let the other tasks in between slices: the ingest's next take

@@ -260,8 +260,8 @@ fn new_string<'py>(py: Python<'py>, bytes: &[u8]) -> Option<Bound<'py, PyString>
 // The cache -----------------------------------------------------------------------------
 
 /// One cached string and the hash of its field and bytes. Its bytes are compared as the
-/// string's own UTF-8 (`PyUnicode_AsUTF8AndSize`: the string's data when it is ASCII, a
-/// copy the string keeps otherwise), so the slot holds no copy of them.
+/// string's own UTF-8 (`holds`: the string's data when it is ASCII, a copy the string
+/// keeps otherwise), so the slot holds no copy of them.
 #[derive(Default)]
 struct Slot {
     hash: u64,
@@ -277,10 +277,7 @@ fn slot_hash(index: usize, bytes: &[u8]) -> u64 {
         let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
         h = (h ^ word).wrapping_mul(K).rotate_left(31);
     }
-    let rest = words.remainder();
-    let mut last = [0u8; 8];
-    last[..rest.len()].copy_from_slice(rest);
-    h = (h ^ u64::from_le_bytes(last)).wrapping_mul(K);
+    h = (h ^ tail_word(bytes)).wrapping_mul(K);
     // A product's low bits depend on its operand's low bits only, and the slot is picked
     // by the low bits: MurmurHash3's finaliser mixes every bit into them.
     h ^= h >> 33;
@@ -288,6 +285,38 @@ fn slot_hash(index: usize, bytes: &[u8]) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xC4CE_B9FE_1A85_EC53);
     h ^ (h >> 33)
+}
+
+/// The bytes after `bytes`' last whole 8 as a little-endian word, zero above them. Read
+/// as the last 8 bytes shifted when there are 8, not copied into a zeroed word: the copy's
+/// narrow stores and the wide load after them could not be forwarded, a stall that was a
+/// fifth of `decode`'s own time (bench/PROFILE.md, "Twenty-fifth pass").
+fn tail_word(bytes: &[u8]) -> u64 {
+    let rest = bytes.len() % 8;
+    if rest == 0 {
+        return 0;
+    }
+    if let Some(last) = bytes.len().checked_sub(8).and_then(|at| bytes.get(at..)) {
+        let word = u64::from_le_bytes(last.try_into().expect("8 bytes"));
+        return word >> (8 * (8 - rest));
+    }
+    bytes.iter().rev().fold(0, |word, &b| (word << 8) | u64::from(b))
+}
+
+/// Whether `text` holds exactly `bytes`: a compact ASCII string's characters are its
+/// UTF-8, read in place; any other string through its UTF-8 (`PyUnicode_AsUTF8AndSize`).
+fn holds(text: &Bound<'_, PyString>, bytes: &[u8]) -> bool {
+    let op = text.as_ptr();
+    // SAFETY: `op` is a live str (the cache holds a reference); a compact ASCII str keeps
+    // its length characters of one byte each at `PyUnicode_DATA`, which it owns.
+    unsafe {
+        if ffi::PyUnicode_IS_COMPACT_ASCII(op) != 0 {
+            let len = ffi::PyUnicode_GET_LENGTH(op) as usize;
+            return len == bytes.len()
+                && std::slice::from_raw_parts(ffi::PyUnicode_DATA(op) as *const u8, len) == bytes;
+        }
+    }
+    text.to_str().is_ok_and(|held| held.as_bytes() == bytes)
 }
 
 struct StringCache {
@@ -306,7 +335,7 @@ impl StringCache {
         let slot = &mut self.slots[hash as usize & mask];
         if let Some(text) = &slot.text {
             let text = text.bind(py);
-            if slot.hash == hash && text.to_str().is_ok_and(|held| held.as_bytes() == bytes) {
+            if slot.hash == hash && holds(text, bytes) {
                 return Some(text.clone());
             }
         }

@@ -159,6 +159,26 @@ def test_equal_strings_are_one_object_across_calls_and_records(decoder: CallDeco
     assert first[0].event_id is not again[0].event_id
 
 
+def test_values_one_byte_apart_are_told_apart_at_every_length(decoder: CallDecoder) -> None:
+    # The cache hashes a value 8 bytes at a time and then its last few, and compares a
+    # cached str's bytes in place when it is ASCII: values of each length that differ
+    # only in their first or last byte, ASCII or not, must each read as themselves.
+    values = []
+    for length in [*range(1, 26), 127, 128]:
+        for head in ("a", "b", "\u00e9"):
+            for tail in ("x", "y", "\u00e8"):
+                body = "k" * max(length - len(head.encode()) - len(tail.encode()), 0)
+                values.append(head + body + tail)
+    everything = encode_calls([full_call(f"evt-{i:04d}", user_agent=value)
+                               for i, value in enumerate(values)])
+    assert [call.user_agent for call in read_as_msgspec(decoder, everything, 1)] == values
+    for value in values:  # read again right after: the cached str itself
+        record = encode_calls([full_call(user_agent=value)])
+        first, again = read_as_msgspec(decoder, record, 1), read_as_msgspec(decoder, record, 1)
+        assert first[0].user_agent == value
+        assert first[0].user_agent is again[0].user_agent, value
+
+
 def test_values_past_128_bytes_are_not_kept(decoder: CallDecoder) -> None:
     kept, long = "k" * 128, "l" * 129
     record = encode_calls([full_call(user_agent=kept, tls_fingerprint=long)])

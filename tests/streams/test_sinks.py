@@ -58,6 +58,23 @@ def test_counts_made_with_room_for_rows_count_the_same() -> None:
     assert rows(roomy) == rows(cramped) == rows(plain)
 
 
+def test_equal_ids_that_are_not_one_object_count_in_one_row() -> None:
+    # The by-account decoder gives equal ids as one object; calls read otherwise (msgspec,
+    # the offline tools) bring a new object for each, and count in the same row.
+    def fresh(text: str) -> str:
+        return "".join(list(text))  # equal text, a new object each time
+
+    calls = [call(float(i), account=fresh("acct-7"), tenant_id=fresh("org-ü"))
+             for i in range(3)]
+    assert calls[0].account_id is not calls[1].account_id
+    counts = MinuteCounts()
+    counts.add(calls[:1], [0.1])
+    counts.add(calls[1:], [0.2, 0.3])
+    counts.add([call(4.0, account=calls[0].account_id, tenant_id=calls[0].tenant_id)], [0.0])
+    (row,) = rows(counts)
+    assert (row[1], row[2], row[3]) == ("org-ü", "acct-7", 4)
+
+
 def test_an_event_time_no_minute_holds_is_refused_not_miscounted() -> None:
     counts = MinuteCounts()
     with pytest.raises(OverflowError):

@@ -18,6 +18,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString};
 
 use crate::calls::Cursor;
+use crate::observations::{FIELDS, MAP_MARKER};
 
 /// A link key `(kind, key)`, owned.
 #[derive(PartialEq, Eq)]
@@ -301,32 +302,28 @@ struct Obs<'a> {
     first_seen: f64,
 }
 
-/// The field names of a `LinkObservation`, in its order: its text fields, then its numbers.
-const OBSERVATION_FIELDS: [&[u8]; 7] =
-    [b"kind", b"key", b"tenant_id", b"account_id", b"ts", b"suspicion", b"first_seen"];
-
 /// The observations of a record's body as the link observer writes them (see
 /// `add_record`), borrowed from it; None for a body in any other form.
 fn read_record(body: &[u8]) -> Option<Vec<Obs<'_>>> {
     let mut c = Cursor::new(body);
     let n = c.array_len()?;
-    let name = |c: &mut Cursor<'_>, expected: &[u8]| -> Option<()> {
+    let name = |c: &mut Cursor<'_>, expected: &str| -> Option<()> {
         let m = c.byte()?;
-        (c.str_bytes(m)? == expected).then_some(())
+        (c.str_bytes(m)? == expected.as_bytes()).then_some(())
     };
     let mut out = Vec::with_capacity(n.min(body.len() / 64));
     for _ in 0..n {
-        if c.byte()? != 0x87 {
-            return None; // not a map of seven
+        if c.byte()? != MAP_MARKER {
+            return None; // not a map of the seven fields
         }
         let mut text = [""; 4];
-        for (slot, field) in text.iter_mut().zip(&OBSERVATION_FIELDS[..4]) {
+        for (slot, field) in text.iter_mut().zip(&FIELDS[..4]) {
             name(&mut c, field)?;
             let m = c.byte()?;
             *slot = std::str::from_utf8(c.str_bytes(m)?).ok()?;
         }
         let mut numbers = [0.0; 3];
-        for (slot, field) in numbers.iter_mut().zip(&OBSERVATION_FIELDS[4..]) {
+        for (slot, field) in numbers.iter_mut().zip(&FIELDS[4..]) {
             name(&mut c, field)?;
             if c.byte()? != 0xcb {
                 return None; // not a float64

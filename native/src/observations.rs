@@ -19,6 +19,14 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 
 use crate::{put_array_header, put_f64, put_str};
 
+/// The field names of a `LinkObservation`, in its order: its text fields, then its
+/// numbers. The writer here and the reader (`evidence::read_record`) both go by it.
+pub(crate) const FIELDS: [&str; 7] =
+    ["kind", "key", "tenant_id", "account_id", "ts", "suspicion", "first_seen"];
+
+/// The msgpack marker of a map of `FIELDS.len()` entries: one observation.
+pub(crate) const MAP_MARKER: u8 = 0x80 | FIELDS.len() as u8;
+
 /// One observation, its text borrowed.
 pub(crate) struct Observation<'a> {
     pub(crate) kind: &'a str,
@@ -65,17 +73,13 @@ impl ObservationRecords {
             Pending::default()
         });
         let out = &mut pending.body;
-        out.push(0x87); // a map of seven
-        for (name, text) in [
-            ("kind", obs.kind),
-            ("key", obs.key),
-            ("tenant_id", obs.tenant_id),
-            ("account_id", obs.account_id),
-        ] {
+        out.push(MAP_MARKER);
+        let (names, numbers) = FIELDS.split_at(4);
+        for (name, text) in names.iter().zip([obs.kind, obs.key, obs.tenant_id, obs.account_id]) {
             put_str(out, name);
             put_str(out, text);
         }
-        for (name, value) in [("ts", obs.ts), ("suspicion", obs.suspicion), ("first_seen", obs.first_seen)] {
+        for (name, value) in numbers.iter().zip([obs.ts, obs.suspicion, obs.first_seen]) {
             put_str(out, name);
             put_f64(out, value);
         }

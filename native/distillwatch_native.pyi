@@ -120,10 +120,14 @@ class ShareCore:
         """Count the call into its account's array; the account's suspicion after it."""
 
 class BehaviourCore:
-    """`models.behaviour.BehaviourDetector`'s counting and suspicion on its states."""
+    """`models.behaviour.BehaviourDetector`'s counting, suspicion and judging on its states."""
 
-    def __init__(self, renormalise_after: float, no_templates: Any,
-                 zero_templates: Any) -> None: ...
+    def __init__(self, renormalise_after: float, no_templates: Any, zero_templates: Any,
+                 judging: tuple[Any, ...] | None = None) -> None:
+        """`judging`: the detector's (min_harvest, min_multi, min_probe, max_amplification,
+        young_account_days, Finding, explain), which `judge` needs."""
+    def judge(self, state: Any, ts: float, created_at: float | None) -> Any:
+        """`BehaviourDetector._judge`: the account's finding at event time `ts`, or None."""
     def count(self, state: Any, call: Any) -> bool:
         """Count the call into the state; True when the call must be judged."""
     def suspicion(self, state: Any, ts: float) -> float:

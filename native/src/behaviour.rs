@@ -117,7 +117,7 @@ fn read_counts(counts: impl ExactSizeIterator<Item = f32>) -> PyResult<[f64; SLO
     Ok(c)
 }
 
-/// `BehaviourDetector`'s counting and suspicion on `BehaviourState`s.
+/// `BehaviourDetector`'s counting, suspicion and judging on `BehaviourState`s.
 #[pyclass(frozen, module = "distillwatch_native")]
 pub struct BehaviourCore {
     renormalise_after: f64,
@@ -125,13 +125,71 @@ pub struct BehaviourCore {
     no_templates: Py<PyAny>,
     /// Six zeroed template slots (`array("Q")`): a state's first templates copy it.
     zero_templates: Py<PyAny>,
+    /// What `judge` needs of the detector; None: `judge` refuses.
+    judging: Option<Judging>,
+}
+
+/// A `BehaviourDetector`'s judging parameters, and the finding type and explainer
+/// `_judge` builds its finding with.
+struct Judging {
+    min_harvest: [f64; 3],
+    min_multi: [f64; 3],
+    min_probe: [f64; 3],
+    max_amplification: f64,
+    /// `young_account_days` as given (the account-age amplifier's baseline is the object).
+    young: Py<PyAny>,
+    young_days: f64,
+    finding: Py<PyAny>,
+    explain: Py<PyAny>,
+}
+
+/// What `BehaviourCore.new` is given as `judging`, as extracted.
+type JudgingArgs<'py> =
+    ([f64; 3], [f64; 3], [f64; 3], f64, Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>);
+
+impl Judging {
+    fn read(judging: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let (min_harvest, min_multi, min_probe, max_amplification, young, finding, explain): JudgingArgs<'_> =
+            judging.extract()?;
+        let young_days: f64 = young.extract()?;
+        Ok(Judging {
+            min_harvest, min_multi, min_probe, max_amplification, young: young.unbind(), young_days,
+            finding: finding.unbind(), explain: explain.unbind(),
+        })
+    }
 }
 
 #[pymethods]
 impl BehaviourCore {
+    /// `judging`: `(min_harvest, min_multi, min_probe, max_amplification,
+    /// young_account_days, Finding, explain)` of the detector, for `judge`.
     #[new]
-    fn new(renormalise_after: f64, no_templates: Py<PyAny>, zero_templates: Py<PyAny>) -> Self {
-        BehaviourCore { renormalise_after, no_templates, zero_templates }
+    #[pyo3(signature = (renormalise_after, no_templates, zero_templates, judging=None))]
+    fn new(
+        renormalise_after: f64,
+        no_templates: Py<PyAny>,
+        zero_templates: Py<PyAny>,
+        judging: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let judging = judging.map(Judging::read).transpose()?;
+        Ok(BehaviourCore { renormalise_after, no_templates, zero_templates, judging })
+    }
+
+    /// `BehaviourDetector._judge(state, ts, created_at)`: the finding of the account at
+    /// event time `ts`, or None. The same arithmetic in the same order as the Python it
+    /// replaced (`tests/models/behaviour_reference.py`), and the same evidence tuples.
+    #[pyo3(signature = (state, ts, created_at))]
+    fn judge<'py>(
+        &self,
+        py: Python<'py>,
+        state: &Bound<'py, PyAny>,
+        ts: f64,
+        created_at: Option<f64>,
+    ) -> PyResult<PyObject> {
+        let Some(j) = &self.judging else {
+            return Err(PyValueError::new_err("this core was built without judging parameters"));
+        };
+        judge(py, j, state, ts, created_at)
     }
 
     /// `BehaviourDetector._count(state, call)`, then the gate of `assess_one`: True when
@@ -642,4 +700,236 @@ fn ran_in_python<'py>(
         out.alerts.append(alert?)?;
     }
     Ok(())
+}
+
+/// Python's `max(a, b, c)` of floats.
+fn py_max3(a: f64, b: f64, c: f64) -> f64 {
+    py_max(py_max(a, b), c)
+}
+
+/// Python's `min(a, b)` of floats: the first unless the second is less.
+fn py_min(a: f64, b: f64) -> f64 {
+    if b < a {
+        b
+    } else {
+        a
+    }
+}
+
+/// Indices of `BehaviourState.withheld` (the hour's counters' order).
+const W_REQ: usize = 0;
+const W_NO_PROMPT: usize = 1;
+const W_COT: usize = 2;
+const W_HARVEST: usize = 3;
+const W_MULTI: usize = 7;
+const W_PROBE: usize = 8;
+
+/// Topics used in the day from which the spread can be broad: 2 ** 3.0.
+const BROAD_MIN_TOPICS: f64 = 8.0;
+
+/// An amplifier of `_judge`: name, amplification, value, baseline.
+type Amplifier<'py> = (&'static str, f64, f64, Option<Bound<'py, PyAny>>);
+
+/// `BehaviourDetector._judge`, step for step.
+fn judge<'py>(
+    py: Python<'py>,
+    j: &Judging,
+    state: &Bound<'py, PyAny>,
+    ts: f64,
+    created_at: Option<f64>,
+) -> PyResult<PyObject> {
+    let counts_obj = STATE.get(state, st::COUNTS)?;
+    let c = {
+        let counts = Cells::<f32>::of(&counts_obj, "a behaviour state's counts")?;
+        read_counts(counts.cells().iter().map(std::cell::Cell::get))?
+    };
+    let landmark: f64 = STATE.get(state, st::LANDMARK)?.extract()?;
+    let d = if landmark > f64::NEG_INFINITY { ts - landmark } else { 0.0 };
+    let i0 = (-d / 600.0).exp();
+    let i1 = (-d / 3600.0).exp();
+    let i2 = (-d / 86400.0).exp();
+    let requests = c[0] * i1;
+    if requests <= 0.0 {
+        return Ok(py.None());
+    }
+    let prompted = requests - c[1] * i1;
+    let cot = c[2] * i1;
+    let harvest = c[3] * i1;
+    let multi = c[7] * i1;
+    let probes = c[8] * i1;
+    let single_share = c[4] * i1 / requests;
+    let packed: i128 = STATE.get(state, st::TOPICS)?.extract()?;
+    let coverage = topic_coverage(packed, ts)?;
+    let coverage_f = f64::from(coverage);
+    let template_share = c[12] * i1 / (prompted + 1.0);
+
+    let (mh, mm, mp) = (&j.min_harvest, &j.min_multi, &j.min_probe);
+    let purity = (harvest + 1.0) / (cot + 2.0);
+    let harvest_quality = ramp(purity, 0.65, 0.9) * ramp(harvest / (prompted + 1.0), 0.1, 0.35);
+    let harvest_odds = py_max3(c[28] * i0 / mh[0], harvest / mh[1], c[17] * i2 / mh[2]);
+    let harvest_score = harvest_quality * harvest_odds / (1.0 + harvest_odds);
+
+    let multi_share = multi / (requests + 1.0);
+    let mut multi_quality = ramp(multi_share, 0.3, 0.7);
+    let mut entropy: Option<f64> = None;
+    if multi_quality > 0.0 {
+        entropy = topic_entropy(&c, landmark, ts);
+        multi_quality *= py_max3(
+            ramp(coverage_f, 6.0, 10.0),
+            ramp(template_share, 0.3, 0.6),
+            breadth(entropy),
+        ) * ramp(single_share, 0.6, 0.9);
+    }
+    let multi_odds = py_max3(c[29] * i0 / mm[0], multi / mm[1], c[21] * i2 / mm[2]);
+    let multi_score = multi_quality * multi_odds / (1.0 + multi_odds);
+
+    let probe_share = probes / (prompted + 1.0);
+    let probe_odds = py_max3(c[30] * i0 / mp[0], probes / mp[1], c[22] * i2 / mp[2]);
+    let probe_score = ramp(probe_share, 0.08, 0.3) * probe_odds / (1.0 + probe_odds);
+
+    let mut base = 1.0 - (1.0 - harvest_score) * (1.0 - multi_score) * (1.0 - probe_score);
+    if base <= 0.0 {
+        return Ok(py.None());
+    }
+    base = py_min(base, 0.999_999);
+
+    // The account's own history: the day horizon without the withheld calls.
+    let mut own_requests = (c[K2] - c[K2 + 1]) * i2;
+    let (mut own_cot, mut own_harvest, mut own_multi, mut own_probe) =
+        (c[16] * i2, c[17] * i2, c[21] * i2, c[22] * i2);
+    let withheld = STATE.get(state, st::WITHHELD)?;
+    if !withheld.is_none() {
+        let cells = Cells::<f32>::of(&withheld, "a behaviour state's withheld counts")?;
+        let w: Vec<f64> = cells.cells().iter().map(|x| f64::from(x.get())).collect();
+        if w.len() <= W_PROBE {
+            return Err(PyValueError::new_err("a behaviour state's withheld counts of another size"));
+        }
+        own_requests -= (w[W_REQ] - w[W_NO_PROMPT]) * i2;
+        own_cot -= w[W_COT] * i2;
+        own_harvest -= w[W_HARVEST] * i2;
+        own_multi -= w[W_MULTI] * i2;
+        own_probe -= w[W_PROBE] * i2;
+    }
+    let own: [Option<f64>; 4] = if own_requests >= 30.0 {
+        [
+            Some(py_max(0.0, own_cot) / own_requests),
+            Some(py_max(0.0, own_harvest) / own_requests),
+            Some(py_max(0.0, own_multi) / own_requests),
+            Some(py_max(0.0, own_probe) / own_requests),
+        ]
+    } else {
+        [None; 4]
+    };
+
+    let patterns = PyTuple::new(py, [
+        ("cot_request_rate", harvest_score, cot / py_max(prompted, 1e-9), own[0], purity, harvest,
+         c[28] * i0, c[17] * i2).into_pyobject(py)?.into_any(),
+        ("multi_sample_logprobs", multi_score, multi_share, own[2], (coverage, entropy), multi,
+         c[29] * i0, c[21] * i2).into_pyobject(py)?.into_any(),
+        ("jailbreak_probing", probe_score, probe_share, own[3], c[9] * i1 / requests, probes,
+         c[30] * i0, c[22] * i2).into_pyobject(py)?.into_any(),
+    ])?;
+    let (top, now, was) = if harvest_score >= multi_score && harvest_score >= probe_score {
+        (0, harvest / py_max(prompted, 1e-9), own[1])
+    } else if multi_score >= probe_score {
+        (1, multi_share, own[2])
+    } else {
+        (2, probe_share, own[3])
+    };
+
+    let none = || -> Option<Bound<'py, PyAny>> { None };
+    let float = |x: f64| -> Option<Bound<'py, PyAny>> { Some(PyFloat::new(py, x).into_any()) };
+    let mut amplifiers: Vec<Amplifier<'py>> = Vec::with_capacity(10);
+    let throttled = c[10] * i1;
+    let completed = requests - throttled - c[11] * i1;
+    let a = 0.5 * ramp(template_share, 0.3, 0.7);
+    if a > 0.0 {
+        amplifiers.push(("prompt_templates", a, template_share, none()));
+    }
+    let max_tokens_share = if completed > 0.0 { c[6] * i1 / (completed + 1.0) } else { 0.0 };
+    let a = 0.5 * ramp(max_tokens_share, 0.1, 0.3);
+    if a > 0.0 {
+        amplifiers.push(("max_tokens_hits", a, max_tokens_share, none()));
+    }
+    if let Some(created_at) = created_at {
+        let age_days = py_max(0.0, (ts - created_at) / 86_400.0);
+        let young = j.young_days;
+        let a = ramp(young - age_days, 0.0, if young > 1.0 { young - 1.0 } else { young });
+        if a > 0.0 {
+            amplifiers.push(("account_age", a, age_days, Some(j.young.bind(py).clone())));
+        }
+    }
+    let a = 0.3 * ramp(single_share, 0.7, 0.95);
+    if a > 0.0 {
+        amplifiers.push(("single_turn_share", a, single_share, none()));
+    }
+    let kilo_tokens = c[13] * i1;
+    let a = 0.4 * ramp(kilo_tokens, 100.0, 400.0);
+    if a > 0.0 {
+        amplifiers.push(("output_volume", a, kilo_tokens * 1000.0, none()));
+    }
+    if let Some(was) = was {
+        let a = 0.6 * ramp(now - was, 0.3, 0.6);
+        if a > 0.0 {
+            amplifiers.push(("behaviour_shift", a, now, float(was)));
+        }
+    }
+    let throttled_share = throttled / requests;
+    let a = 0.5 * ramp(throttled_share, 0.1, 0.4);
+    if a > 0.0 {
+        amplifiers.push(("throttling", a, throttled_share, none()));
+    }
+    let gap_mean_obj = STATE.get(state, st::GAP_MEAN)?;
+    let gap_mean: f64 = gap_mean_obj.extract()?;
+    if c[14] * i2 >= 20.0 && gap_mean > 0.0 {
+        let gap_dev: f64 = STATE.get(state, st::GAP_DEV)?.extract()?;
+        let cv = gap_dev / gap_mean;
+        let a = 0.2 * ramp(0.3 - cv, 0.0, 0.2);
+        if a > 0.0 {
+            amplifiers.push(("arrival_regularity", a, cv, Some(gap_mean_obj)));
+        }
+    }
+    if top != 1 {
+        // One breadth signal: the hour's coverage, or the day's even spread where that
+        // says more. Fewer topics used than 2**3 cannot be broad: no entropy for them.
+        let mut wide: Amplifier<'py> = ("topic_coverage", 0.3 * ramp(coverage_f, 6.0, 10.0), coverage_f, none());
+        let used = c[T0..SLOTS].iter().filter(|&&x| x != 0.0).count() as f64;
+        if wide.1 < 0.3 && used >= BROAD_MIN_TOPICS {
+            entropy = topic_entropy(&c, landmark, ts);
+            if let Some(e) = entropy {
+                if 0.3 * breadth(Some(e)) > wide.1 {
+                    wide = ("topic_entropy", 0.3 * breadth(Some(e)), e, float(ENTROPY_BROAD_BITS.0));
+                }
+            }
+        }
+        if wide.1 > 0.0 {
+            amplifiers.push(wide);
+        }
+    }
+    let cohort: i128 = STATE.get(state, st::COHORT)?.extract()?;
+    if cohort != 0 {
+        let usable_from = cohort >> 10;
+        // (Python compares the int and the float exactly; event times are far below 2**53.)
+        let from = usable_from as f64;
+        if from <= ts && ts < (usable_from + 3600) as f64 {
+            let percentile = (cohort & 0x3FF) as f64 / 1000.0;
+            let a = 0.5 * ramp(percentile, 0.9, 0.99);
+            if a > 0.0 {
+                amplifiers.push(("cohort_outlier", a, percentile, float(0.5)));
+            }
+        }
+    }
+
+    let mut amplification = 1.0;
+    for amplifier in &amplifiers {
+        amplification *= 1.0 + amplifier.1;
+    }
+    if amplification > j.max_amplification {
+        amplification = j.max_amplification;
+    }
+    let odds = base / (1.0 - base) * amplification;
+    let amplifiers = PyList::new(py, amplifiers)?;
+    let evidence = (patterns, amplifiers, requests);
+    let finding = j.finding.bind(py).call1((odds / (1.0 + odds), evidence, j.explain.bind(py)))?;
+    Ok(finding.unbind())
 }

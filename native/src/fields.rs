@@ -233,6 +233,7 @@ field_names! {
         GAP_MEAN = "gap_mean",
         GAP_DEV = "gap_dev",
         SAMPLED_EPOCH = "sampled_epoch",
+        COHORT = "cohort",
     }
 }
 

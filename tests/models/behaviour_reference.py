@@ -1,10 +1,12 @@
 """`BehaviourDetector`'s counting and suspicion as they were in Python before they moved to
-Rust (`models/behaviour.py` at c790048, verbatim), on top of today's class for the rest.
+Rust (`models/behaviour.py` at c790048, verbatim), and its judging (`_judge`, at 06c99d1,
+verbatim), on top of today's class for the rest.
 
 `test_behaviour_core.py` runs the same calls through both and compares the states, the
-gate and the suspicion bit for bit; `python -m bench.behaviour` times the two. Do not
-"improve" `_count`, `_renormalise`, `assess_one`, `suspicion` or `_topic` here: they are
-the specification `distillwatch_native.BehaviourCore` is checked against.
+gate, the suspicion and the findings bit for bit; `python -m bench.behaviour` times the
+two. Do not "improve" `_count`, `_renormalise`, `assess_one`, `suspicion`, `_judge` or
+`_topic` here: they are the specification `distillwatch_native.BehaviourCore` is checked
+against.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import zlib
 
 from models.base import Finding
 from models.behaviour import (
+    _BROAD_MIN_TOPICS,
     _K2,
     _NEVER,
     _NO_TEMPLATES,
@@ -23,6 +26,7 @@ from models.behaviour import (
     _TOPIC_BUCKET_S,
     _ZERO_TEMPLATES,
     COT,
+    ENTROPY_BROAD_BITS,
     ERROR,
     HARVEST,
     HORIZONS_S,
@@ -40,8 +44,10 @@ from models.behaviour import (
     BehaviourDetector,
     BehaviourState,
     _breadth,
+    _explain,
     _ramp,
     _View,
+    cohort_percentile,
     topic_coverage,
     topic_entropy,
 )
@@ -222,6 +228,153 @@ class ReferenceBehaviourDetector(BehaviourDetector):
         # be rewound to before later calls were counted.
         ts = call.ts
         return self._judge(state, ts if ts >= state.last_ts else state.last_ts, call.created_at)
+
+    def _judge(self, state: BehaviourState, ts: float, created_at: float | None) -> Finding | None:
+        c = state.counts
+        d = ts - state.landmark if state.landmark > _NEVER else 0.0
+        i0 = math.exp(-d / 600.0)
+        i1 = math.exp(-d / 3600.0)
+        i2 = math.exp(-d / 86400.0)
+        requests = c[0] * i1
+        if requests <= 0.0:
+            return None
+        prompted = requests - c[1] * i1
+        cot = c[2] * i1
+        harvest = c[3] * i1
+        multi = c[7] * i1
+        probes = c[8] * i1
+        single_share = c[4] * i1 / requests
+        coverage = topic_coverage(state, ts)
+        template_share = c[12] * i1 / (prompted + 1.0)
+
+        mh, mm, mp = self.min_harvest, self.min_multi, self.min_probe
+        purity = (harvest + 1.0) / (cot + 2.0)
+        harvest_quality = _ramp(purity, 0.65, 0.9) * _ramp(harvest / (prompted + 1.0), 0.1, 0.35)
+        harvest_odds = max(c[28] * i0 / mh[0], harvest / mh[1], c[17] * i2 / mh[2])
+        harvest_score = harvest_quality * harvest_odds / (1.0 + harvest_odds)
+
+        multi_share = multi / (requests + 1.0)
+        multi_quality = _ramp(multi_share, 0.3, 0.7)
+        entropy: float | None = None
+        if multi_quality > 0.0:
+            # Breadth: many topics this hour, an even spread over the day, or templates.
+            entropy = topic_entropy(state, ts)
+            multi_quality *= max(
+                _ramp(coverage, 6, 10), _ramp(template_share, 0.3, 0.6), _breadth(entropy)
+            ) * _ramp(single_share, 0.6, 0.9)
+        multi_odds = max(c[29] * i0 / mm[0], multi / mm[1], c[21] * i2 / mm[2])
+        multi_score = multi_quality * multi_odds / (1.0 + multi_odds)
+
+        probe_share = probes / (prompted + 1.0)
+        probe_odds = max(c[30] * i0 / mp[0], probes / mp[1], c[22] * i2 / mp[2])
+        probe_score = _ramp(probe_share, 0.08, 0.3) * probe_odds / (1.0 + probe_odds)
+
+        base = 1.0 - (1.0 - harvest_score) * (1.0 - multi_score) * (1.0 - probe_score)
+        if base <= 0.0:
+            return None
+        base = min(base, 0.999_999)
+
+        # The account's own history: the day horizon without the withheld calls.
+        own_requests = (c[14] - c[15]) * i2
+        own_cot, own_harvest, own_multi, own_probe = c[16] * i2, c[17] * i2, c[21] * i2, c[22] * i2
+        withheld = state.withheld
+        if withheld is not None:
+            own_requests -= (withheld[REQ] - withheld[NO_PROMPT]) * i2
+            own_cot -= withheld[COT] * i2
+            own_harvest -= withheld[HARVEST] * i2
+            own_multi -= withheld[MULTI] * i2
+            own_probe -= withheld[PROBE] * i2
+        if own_requests >= 30.0:
+            own: tuple[float | None, ...] = (
+                max(0.0, own_cot) / own_requests, max(0.0, own_harvest) / own_requests,
+                max(0.0, own_multi) / own_requests, max(0.0, own_probe) / own_requests,
+            )
+        else:
+            own = (None, None, None, None)
+
+        patterns = (
+            ("cot_request_rate", harvest_score, cot / max(prompted, 1e-9), own[0],
+             purity, harvest, c[28] * i0, c[17] * i2),
+            ("multi_sample_logprobs", multi_score, multi_share, own[2],
+             (coverage, entropy), multi, c[29] * i0, c[21] * i2),
+            ("jailbreak_probing", probe_score, probe_share, own[3],
+             c[9] * i1 / requests, probes, c[30] * i0, c[22] * i2),
+        )
+        if harvest_score >= multi_score and harvest_score >= probe_score:
+            top, now, was = 0, harvest / max(prompted, 1e-9), own[1]
+        elif multi_score >= probe_score:
+            top, now, was = 1, multi_share, own[2]
+        else:
+            top, now, was = 2, probe_share, own[3]
+
+        amplifiers: list[tuple[str, float, float, float | None]] = []  # name, a, value, base
+        throttled = c[10] * i1
+        completed = requests - throttled - c[11] * i1
+        a = 0.5 * _ramp(template_share, 0.3, 0.7)
+        if a > 0.0:
+            amplifiers.append(("prompt_templates", a, template_share, None))
+        max_tokens_share = c[6] * i1 / (completed + 1.0) if completed > 0 else 0.0
+        a = 0.5 * _ramp(max_tokens_share, 0.1, 0.3)
+        if a > 0.0:
+            amplifiers.append(("max_tokens_hits", a, max_tokens_share, None))
+        if created_at is not None:
+            age_days = max(0.0, (ts - created_at) / 86_400.0)
+            young = self.young_account_days
+            a = _ramp(young - age_days, 0.0, young - 1.0 if young > 1 else young)
+            if a > 0.0:
+                amplifiers.append(("account_age", a, age_days, young))
+        a = 0.3 * _ramp(single_share, 0.7, 0.95)
+        if a > 0.0:
+            amplifiers.append(("single_turn_share", a, single_share, None))
+        kilo_tokens = c[13] * i1
+        a = 0.4 * _ramp(kilo_tokens, 100.0, 400.0)
+        if a > 0.0:
+            amplifiers.append(("output_volume", a, kilo_tokens * 1000.0, None))
+        if was is not None:
+            a = 0.6 * _ramp(now - was, 0.3, 0.6)
+            if a > 0.0:
+                amplifiers.append(("behaviour_shift", a, now, was))
+        throttled_share = throttled / requests
+        a = 0.5 * _ramp(throttled_share, 0.1, 0.4)
+        if a > 0.0:
+            amplifiers.append(("throttling", a, throttled_share, None))
+        if c[14] * i2 >= 20.0 and state.gap_mean > 0.0:
+            cv = state.gap_dev / state.gap_mean
+            a = 0.2 * _ramp(0.3 - cv, 0.0, 0.2)
+            if a > 0.0:
+                amplifiers.append(("arrival_regularity", a, cv, state.gap_mean))
+        if top != 1:  # breadth is part of the sweep pattern's quality, else context
+            # One breadth signal: the hour's coverage, or the day's even spread where that
+            # says more. Fewer topics used than 2**3 cannot be broad: no entropy for them.
+            breadth: tuple[str, float, float, float | None] = (
+                "topic_coverage", 0.3 * _ramp(coverage, 6, 10), float(coverage), None
+            )
+            if breadth[1] < 0.3 and (
+                TOPIC_SLOTS - state.counts[_T0:].count(0.0) >= _BROAD_MIN_TOPICS
+            ):
+                entropy = topic_entropy(state, ts)
+                if entropy is not None and 0.3 * _breadth(entropy) > breadth[1]:
+                    breadth = (
+                        "topic_entropy", 0.3 * _breadth(entropy), entropy, ENTROPY_BROAD_BITS[0]
+                    )
+            if breadth[1] > 0.0:
+                amplifiers.append(breadth)
+        percentile = cohort_percentile(state, ts)
+        if percentile is not None:
+            a = 0.5 * _ramp(percentile, 0.9, 0.99)
+            if a > 0.0:
+                amplifiers.append(("cohort_outlier", a, percentile, 0.5))
+
+        amplification = 1.0
+        for amplifier in amplifiers:
+            amplification *= 1.0 + amplifier[1]
+        if amplification > self.max_amplification:
+            amplification = self.max_amplification
+        odds = base / (1.0 - base) * amplification
+        # `amplifiers` is this call's own list and nothing changes it later: it is the
+        # snapshot. Patterns that scored 0 are dropped when explaining, not here.
+        evidence = (patterns, amplifiers, requests)
+        return Finding(odds / (1.0 + odds), evidence, _explain)
 
     def suspicion(self, state: BehaviourState, ts: float) -> float:
         """How much the account's traffic looks like harvesting or extraction, in [0, 1].

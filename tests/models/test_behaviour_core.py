@@ -1,13 +1,17 @@
-"""`BehaviourDetector`'s counting and suspicion in Rust against the Python they replaced.
+"""`BehaviourDetector`'s counting, suspicion and judging in Rust against the Python they
+replaced.
 
 The same calls go to `BehaviourDetector` (its `BehaviourCore`) and to the frozen
 `ReferenceBehaviourDetector`, each with a state of its own; after every call the two
 states must pickle to the same bytes (every float32 counter, the landmark, templates,
 topic bits, timing), the gate must agree and the suspicion must be the same double, at
-the call's time and later. Calls come from small pools around every threshold the
-counting reads: late by seconds and by hours (too old to count), gaps long enough to move
-the landmark, known and unknown topic labels, SimHashes a few bits apart, counts past 32
-bits, withheld (flagged) calls.
+the call's time and later, and every finding (the call's own, and the account's judged at
+those times) must have the same score, evidence and sentences. Calls come from small
+pools around every threshold the counting reads: late by seconds and by hours (too old
+to count), gaps long enough to move the landmark, known and unknown topic labels,
+SimHashes a few bits apart, counts past 32 bits, withheld (flagged) calls, account ages
+around the young-account ramp, a cohort percentile usable or not. A simulated hydra
+fleet is judged by both, call for call, through the engine.
 """
 
 from __future__ import annotations
@@ -18,10 +22,13 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from models.base import Finding
 from models.behaviour import _NO_TEMPLATES, BehaviourDetector, BehaviourState
+from models.engine import DetectionEngine
 from models.records import ApiCall
 from tests.models.behaviour_reference import ReferenceBehaviourDetector
 from tests.models.calls import T0
+from tests.models.linking.runs import simulated
 
 TEMPLATE = 0x0123_4567_89AB_CDEF
 simhashes = st.sampled_from([
@@ -54,7 +61,14 @@ calls = st.builds(
     jailbreak_score=st.sampled_from([None, 0.0, 0.49, 0.5, 0.95]),
     sysprompt_probe=st.booleans(),
     withhold=st.sampled_from([False, False, False, True]),
+    # Account ages around the young-account ramp (7 days), and none.
+    created_at=st.sampled_from([None, None, T0 - 30 * 86_400.0, T0 - 6.5 * 86_400.0,
+                                T0 - 3_600.0, T0 + 3_600.0]),
 )
+# A cohort percentile usable from before the stream (in thousandths), usable only long
+# after it, or none.
+cohorts = st.sampled_from([0, (int(T0) - 60) << 10 | 995, (int(T0) - 60) << 10 | 920,
+                           (int(T0) + 10**7) << 10 | 999])
 
 
 def _state_bytes(state: BehaviourState) -> bytes:
@@ -71,13 +85,26 @@ def _readable(state: BehaviourState) -> dict[str, Any]:
     }
 
 
+def _same_finding(got: Finding | None, want: Finding | None) -> None:
+    """The same finding: score and evidence bit for bit (a float's repr is exact), and the
+    same sentences."""
+    assert (got is None) == (want is None)
+    if got is not None and want is not None:
+        assert got.score.hex() == want.score.hex()
+        assert repr(got.evidence) == repr(want.evidence)
+        assert got.explain is want.explain
+        assert got.signals == want.signals
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.lists(calls, min_size=1, max_size=60), st.sampled_from([0.0, 1.0, 600.0, 90_000.0]))
-def test_counting_and_suspicion_are_the_pythons_bit_for_bit(
-    stream: list[dict[str, Any]], later: float
+@given(st.lists(calls, min_size=1, max_size=60), st.sampled_from([0.0, 1.0, 600.0, 90_000.0]),
+       cohorts)
+def test_counting_suspicion_and_judging_are_the_pythons_bit_for_bit(
+    stream: list[dict[str, Any]], later: float, cohort: int
 ) -> None:
     tuned, reference = BehaviourDetector(), ReferenceBehaviourDetector()
     state, expected = tuned.new_state(), reference.new_state()
+    state.cohort = expected.cohort = cohort
     ts = T0
     for n, fields in enumerate(stream):
         ts += fields.pop("step")
@@ -85,9 +112,7 @@ def test_counting_and_suspicion_are_the_pythons_bit_for_bit(
         call = ApiCall(event_id=str(n), ts=ts, tenant_id="org_1", account_id="key_1",
                        model="m", **fields)
         got, want = tuned.assess_one(state, call), reference.assess_one(expected, call)
-        assert (got is None) == (want is None)
-        if got is not None and want is not None:
-            assert got.score == want.score
+        _same_finding(got, want)
         if withhold:
             tuned.withhold_one(state, call)
             reference.withhold_one(expected, call)
@@ -96,6 +121,8 @@ def test_counting_and_suspicion_are_the_pythons_bit_for_bit(
         assert (state.templates is _NO_TEMPLATES) == (expected.templates is _NO_TEMPLATES)
         for at in (ts, ts + later):
             assert tuned.suspicion(state, at).hex() == reference.suspicion(expected, at).hex()
+            _same_finding(tuned.judge(state, at, call.created_at),
+                          reference.judge(expected, at, call.created_at))
 
 
 def test_observing_counts_as_assessing_does() -> None:
@@ -135,3 +162,24 @@ def test_the_state_keeps_the_calls_own_time_objects() -> None:
     assert state.landmark is first.ts and state.last_ts is first.ts
     detector.observe_one(state, later)  # past the renormalising gap: a new landmark
     assert state.landmark is later.ts and state.last_ts is later.ts
+
+
+class _Judges(BehaviourDetector):
+    """Judges with the Rust core and checks each finding against the Python's."""
+
+    judged = 0
+
+    def _judge(self, state: BehaviourState, ts: float, created_at: float | None) -> Finding | None:
+        got = super()._judge(state, ts, created_at)
+        _same_finding(got, ReferenceBehaviourDetector._judge(self, state, ts, created_at))
+        self.judged += got is not None
+        return got
+
+
+def test_a_simulated_hydra_fleet_is_judged_as_the_python_did() -> None:
+    detector = _Judges()
+    engine = DetectionEngine(detectors=[detector])
+    alerts = [alert for call in simulated("hydra", duration_s=7200.0, fleet_scale=0.2).calls
+              for alert in engine.process(call)]
+    # The fleet's harvesters were judged (and alerted on) call after call.
+    assert detector.judged > 1_000 and alerts

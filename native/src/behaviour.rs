@@ -1,12 +1,15 @@
-//! The per-call counting and the suspicion of `models.behaviour.BehaviourDetector`.
+//! The per-call counting, the suspicion and the judging of
+//! `models.behaviour.BehaviourDetector`.
 //!
 //! Every call of every account is counted into its `BehaviourState` (`_count`), and
 //! linking reads the account's suspicion after each call (`suspicion`): the two largest
-//! costs of the detection engine per call. Here they are the same arithmetic, in the same
-//! order, on the same state (float32 counters read as doubles and rounded back, the same
-//! libm `exp` and `log`), so states, snapshots and scores do not change. The Python they
-//! were ported from is `tests/models/behaviour_reference.py`;
-//! `tests/models/test_behaviour_core.py` holds the two equal, bit for bit.
+//! costs of the detection engine per call. A call past the gate is judged (`judge`): on
+//! harvesting traffic, most calls. Here they are the same arithmetic, in the same order,
+//! on the same state (float32 counters read as doubles and rounded back, the same libm
+//! `exp` and `log`, Python's `max` and `min` of floats), so states, snapshots, scores and
+//! findings do not change. The Python they were ported from is
+//! `tests/models/behaviour_reference.py`; `tests/models/test_behaviour_core.py` holds the
+//! two equal, bit for bit.
 
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::intern;

@@ -802,16 +802,14 @@ fn judge<'py>(
         (c[16] * i2, c[17] * i2, c[21] * i2, c[22] * i2);
     let withheld = STATE.get(state, st::WITHHELD)?;
     if !withheld.is_none() {
-        let cells = Cells::<f32>::of(&withheld, "a behaviour state's withheld counts")?;
-        let w: Vec<f64> = cells.cells().iter().map(|x| f64::from(x.get())).collect();
-        if w.len() <= W_PROBE {
-            return Err(PyValueError::new_err("a behaviour state's withheld counts of another size"));
-        }
-        own_requests -= (w[W_REQ] - w[W_NO_PROMPT]) * i2;
-        own_cot -= w[W_COT] * i2;
-        own_harvest -= w[W_HARVEST] * i2;
-        own_multi -= w[W_MULTI] * i2;
-        own_probe -= w[W_PROBE] * i2;
+        let withheld = Cells::<f32>::of(&withheld, "a behaviour state's withheld counts")?;
+        let cells = withheld.exactly(N_COUNTERS, "a behaviour state's withheld counts of another size")?;
+        let w = |i: usize| f64::from(cells[i].get());
+        own_requests -= (w(W_REQ) - w(W_NO_PROMPT)) * i2;
+        own_cot -= w(W_COT) * i2;
+        own_harvest -= w(W_HARVEST) * i2;
+        own_multi -= w(W_MULTI) * i2;
+        own_probe -= w(W_PROBE) * i2;
     }
     let own: [Option<f64>; 4] = if own_requests >= 30.0 {
         [

@@ -86,6 +86,23 @@ def process_cpu(pid: int | None) -> float | None:
         return None
 
 
+# What a HotSpot JVM names its just-in-time compiler threads ("C2 CompilerThread0",
+# cut to 15 characters by the kernel).
+JIT_THREAD_PREFIXES = ("C1 CompilerThre", "C2 CompilerThre")
+
+
+def jit_cpu(pid: int | None) -> float | None:
+    """CPU seconds so far of the JIT compiler threads of JVM `pid` (the broker), or None
+    without one (or once it is gone)."""
+    if pid is None:
+        return None
+    try:
+        return sum(cpu for name, cpu in _threads(pid).values()
+                   if name.startswith(JIT_THREAD_PREFIXES))
+    except OSError:  # gone
+        return None
+
+
 def machine_jiffies() -> tuple[int, int]:
     """(all, idle) jiffies of the machine so far."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]

@@ -40,6 +40,12 @@ check that every account is counted on exactly one worker (`accounts_tracked` su
 against distinct accounts, and each worker's ClickHouse `account_minute` queried after
 stopping for accounts present on both).
 
+Before the scenarios, up to `--warm-up` rounds (default 4) of the single and batched
+scenarios run unmeasured, until one leaves the broker's JIT compiler under 5 % of a core:
+a freshly started broker compiles its hot paths on the cores the worker uses, and a
+deployed one is warm. The notes give what each round found, and the latency notes the
+share of the broker's CPU its compiler took while the paced stream ran.
+
 With `--repeat R`, the single and batched distillwatch scenarios (the throughput targets
 of issue 6) run R times each, the runs after the first without the latency phase, and the
 bench sums each one up against its target: the lowest, median and highest events/s and
@@ -88,7 +94,7 @@ from bench._worker import (  # noqa: E402
     memory,
     start_worker,
 )
-from bench.sampler import find_process, machine_jiffies, process_cpu  # noqa: E402
+from bench.sampler import find_process, jit_cpu, machine_jiffies, process_cpu  # noqa: E402
 from streams.kafka import admin_client, ensure_topics, topic_specs  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 
@@ -106,6 +112,17 @@ IDLE_SETTLE_S = 12.0
 IDLE_CLOCK_S = 1200.0
 # Events/s per worker the single and batched scenarios are held to (issue 6).
 TARGETS = {"dw_single": 30_000.0, "dw_batch": 100_000.0}
+# The broker's JVM compiles its hot paths during its first minutes of traffic, on the
+# cores the worker uses. Started afresh here, its compiler threads took 11 CPU s during
+# the first single-record run (300,000 events, then 10 s paced at 46,565 events/s), 3.5
+# during the second and about 1 during each after; while the paced stream ran the broker
+# used 81, 45, then 27-28 % of a core, and p99 was 1,125, 435, then 448-716 ms
+# (bench/PROFILE.md, "Twenty-seventh pass"). A deployed broker is warm: the scenarios are
+# measured after rounds of the single and batched scenarios, unmeasured, until a round
+# leaves the compiler under WARM_UP_JIT_SHARE (or `--warm-up` rounds have run).
+WARM_UP_EVENTS = 200_000
+WARM_UP_LATENCY_S = 5.0
+WARM_UP_JIT_SHARE = 5.0  # % of one core over a round
 
 
 @dataclass
@@ -331,7 +348,8 @@ def _wait_for_assignment(workers: list[Worker], timeout_s: float = 120.0) -> Non
 
 def run_scenario(args: argparse.Namespace, name: str, app: str, batch: int, accounts: int,
                  events: int, workers: int = 1, latency_s: float = 0.0, step_ms: int = 1,
-                 extra_env: dict[str, str] | None = None) -> Result:
+                 extra_env: dict[str, str] | None = None, idle: bool = True) -> Result:
+    """One scenario's figures; with `idle` False, without its idle memory (a warm-up)."""
     result = Result(name=name, app=app, batch=batch, accounts=accounts, events=events,
                     workers=workers)
     bootstrap = args.bootstrap
@@ -400,13 +418,14 @@ def run_scenario(args: argparse.Namespace, name: str, app: str, batch: int, acco
         result.records_by_python_edge = h["records_by_python_edge"]
         # The accounts are idle now: once the worker has checkpointed what the drain
         # changed (and handed freed heap back), RSS is what holding them costs.
-        if app == "distillwatch":
+        if app == "distillwatch" and idle:
             _wait_checkpointed(started)
             if latency_s == 0 and workers == 1:
                 _advance_event_time(bootstrap, settings, plan, events, started)
-        time.sleep(IDLE_SETTLE_S)
+        if idle:
+            time.sleep(IDLE_SETTLE_S)
         result.rss_idle = sum(memory(w.pid)[0] for w in started)
-        if app == "distillwatch":
+        if app == "distillwatch" and idle:
             result.memory_idle = [w.memory_report() or {} for w in started]
             for w in started:
                 wh = w.health() or {}
@@ -448,13 +467,15 @@ class CpuMark:
     bench: float
     machine_all: int
     machine_idle: int
+    broker_jit: float | None = None  # of `broker`, its JIT compiler threads
 
     @classmethod
     def take(cls, worker_pids: list[int], broker: int | None) -> CpuMark:
         own = os.times()
         machine_all, machine_idle = machine_jiffies()
         return cls(time.monotonic(), sum(cpu_seconds(pid) for pid in worker_pids),
-                   process_cpu(broker), own.user + own.system, machine_all, machine_idle)
+                   process_cpu(broker), own.user + own.system, machine_all, machine_idle,
+                   jit_cpu(broker))
 
     def shares(self, later: CpuMark) -> dict[str, float]:
         """% of one core each used from this mark to `later`; `idle` is % of the machine."""
@@ -463,6 +484,8 @@ class CpuMark:
                "bench": 100 * (later.bench - self.bench) / wall}
         if self.broker is not None and later.broker is not None:
             out["broker"] = 100 * (later.broker - self.broker) / wall
+        if self.broker_jit is not None and later.broker_jit is not None:
+            out["broker_jit"] = 100 * (later.broker_jit - self.broker_jit) / wall
         jiffies = later.machine_all - self.machine_all
         if jiffies > 0:
             out["idle"] = 100 * (later.machine_idle - self.machine_idle) / jiffies
@@ -473,11 +496,15 @@ def cpu_shares_text(shares: dict[str, float]) -> str:
     """`CpuMark.shares` in words, for the notes."""
     if not shares:
         return "CPU not measured"
-    cores = ", ".join(f"{name} {shares[key]:.0f} %" for key, name in (
-        ("workers", "worker"), ("broker", "broker"), ("bench", "load generator and listener"))
-        if key in shares)
+    parts = []
+    for key, name in (("workers", "worker"), ("broker", "broker"),
+                      ("bench", "load generator and listener")):
+        if key in shares:
+            jit = (f" (its JIT compiler {shares['broker_jit']:.0f} %)"
+                   if key == "broker" and "broker_jit" in shares else "")
+            parts.append(f"{name} {shares[key]:.0f} %{jit}")
     idle = f"; machine idle {shares['idle']:.0f} %" if "idle" in shares else ""
-    return f"CPU meanwhile (% of one core): {cores}{idle}"
+    return f"CPU meanwhile (% of one core): {', '.join(parts)}{idle}"
 
 
 def match_latencies(sent_at: dict[int, float],
@@ -709,6 +736,34 @@ def notes(results: list[Result]) -> list[str]:
     return out
 
 
+def warm_up(args: argparse.Namespace, rounds: int) -> list[str]:
+    """Run up to `rounds` rounds of the single and batched scenarios, unmeasured, until the
+    broker's JIT compiler used under WARM_UP_JIT_SHARE % of a core over a round; returns
+    what each round found, for the notes. A broker not on this machine gets one round."""
+    broker = find_process("kafka.Kafka", 0.5)
+    found: list[str] = []
+    for i in range(1, rounds + 1):
+        began, jit_before = time.monotonic(), jit_cpu(broker)
+        errors = [r.error for r in (
+            run_scenario(args, f"warm{i}_{kind}", "distillwatch", batch, args.accounts_main,
+                         WARM_UP_EVENTS, latency_s=WARM_UP_LATENCY_S, idle=False)
+            for kind, batch in (("single", 1), ("batch", args.batch))) if r.error]
+        jit_after, seconds = jit_cpu(broker), time.monotonic() - began
+        if jit_before is None or jit_after is None:
+            found.append(f"round {i} ({seconds:.0f}s): the broker's JIT not measured"
+                         " (not a JVM on this machine)")
+        else:
+            share = 100 * (jit_after - jit_before) / seconds
+            found.append(f"round {i} ({seconds:.0f}s): the broker's JIT compiler used"
+                         f" {share:.0f} % of a core")
+        if errors:
+            found[-1] += f"; failed: {'; '.join(e for e in errors if e)}"
+        print(f"  warm-up {found[-1]}", file=sys.stderr)
+        if jit_before is None or jit_after is None or share < WARM_UP_JIT_SHARE:
+            break
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller run (about 2-3 minutes)")
@@ -737,12 +792,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trace", action="store_true",
                         help="print records read and events detected four times a second")
     parser.add_argument("--workdir", default=None, help="where state dirs go (default: tmp)")
+    parser.add_argument("--warm-up", type=int, default=4, metavar="ROUNDS",
+                        help="unmeasured rounds of the single and batched scenarios first, at"
+                        f" most (stopping once the broker's JIT compiler used under"
+                        f" {WARM_UP_JIT_SHARE:.0f} %% of a core over one); 0: none")
     parser.add_argument("--repeat", type=int, default=1, metavar="R",
                         help="runs of each of the single and batched distillwatch scenarios,"
                         " summed up against their targets (after the first, without latency)")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error(f"--repeat must be at least 1, got {args.repeat}")
+    if args.warm_up < 0:
+        parser.error(f"--warm-up must be 0 or more, got {args.warm_up}")
     args.bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     global TRACE
     TRACE = args.trace
@@ -786,8 +847,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"broker {args.bootstrap}; {len(plan)} scenarios; {os.cpu_count()} CPUs",
           file=sys.stderr)
-    results: list[Result] = []
     began = time.monotonic()
+    warmed = warm_up(args, args.warm_up) if args.warm_up else []
+    results: list[Result] = []
     for name, app, batch, accounts, n, workers, lat in plan:
         t = time.monotonic()
         if name.startswith("spill_"):
@@ -812,6 +874,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"- {line}")
     for line in target_lines(results):
         print(f"- target {line}")
+    for line in warmed:
+        print(f"- broker warm-up before the scenarios, {line}")
     print(f"\n({time.monotonic() - began:.0f}s; CPU s/M = CPU seconds per million events; "
           "B/acct = (RSS after - RSS at start) / accounts tracked)")
     if args.json:

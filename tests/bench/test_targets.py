@@ -47,3 +47,10 @@ def test_repeat_below_one_is_refused(capsys: pytest.CaptureFixture[str]) -> None
         main(["--repeat", "0"])
     assert exit_.value.code == 2
     assert "--repeat must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_warm_up_below_zero_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--warm-up", "-1"])
+    assert exit_.value.code == 2
+    assert "--warm-up must be 0 or more, got -1" in capsys.readouterr().err

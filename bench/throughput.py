@@ -116,7 +116,7 @@ TARGETS = {"dw_single": 30_000.0, "dw_batch": 100_000.0}
 # cores the worker uses. Started afresh here, its compiler threads took 11 CPU s during
 # the first single-record run (300,000 events, then 10 s paced at 46,565 events/s), 3.5
 # during the second and about 1 during each after; while the paced stream ran the broker
-# used 81, 45, then 27-28 % of a core, and p99 was 1,125, 435, then 448-716 ms
+# used 81, 45, then 27-28 % of a core, and p99 was 1,125 and 435 ms, then at most 716
 # (bench/PROFILE.md, "Twenty-seventh pass"). A deployed broker is warm: the scenarios are
 # measured after rounds of the single and batched scenarios, unmeasured, until a round
 # leaves the compiler under WARM_UP_JIT_SHARE (or `--warm-up` rounds have run).

@@ -416,21 +416,8 @@ def run_scenario(args: argparse.Namespace, name: str, app: str, batch: int, acco
         result.accounts_unpacked = h["accounts_unpacked"]
         result.state_written = h["state_written"]
         result.records_by_python_edge = h["records_by_python_edge"]
-        # The accounts are idle now: once the worker has checkpointed what the drain
-        # changed (and handed freed heap back), RSS is what holding them costs.
-        if app == "distillwatch" and idle:
-            _wait_checkpointed(started)
-            if latency_s == 0 and workers == 1:
-                _advance_event_time(bootstrap, settings, plan, events, started)
         if idle:
-            time.sleep(IDLE_SETTLE_S)
-        result.rss_idle = sum(memory(w.pid)[0] for w in started)
-        if app == "distillwatch" and idle:
-            result.memory_idle = [w.memory_report() or {} for w in started]
-            for w in started:
-                wh = w.health() or {}
-                result.accounts_live_idle += wh.get("accounts_live", 0)
-                result.accounts_packed_idle += wh.get("accounts_held_packed", 0)
+            _measure_idle(result, bootstrap, settings, plan, started, latency_s)
         if workers > 1:
             for w in started:
                 wh = w.health() or {}
@@ -454,6 +441,24 @@ def run_scenario(args: argparse.Namespace, name: str, app: str, batch: int, acco
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     return result
+
+
+def _measure_idle(result: Result, bootstrap: str, settings: Settings, plan: TrafficPlan,
+                  started: list[Worker], latency_s: float) -> None:
+    """RSS and state once the drain's accounts are idle: once the worker has checkpointed
+    what the drain changed (and handed freed heap back), RSS is what holding them costs."""
+    if result.app == "distillwatch":
+        _wait_checkpointed(started)
+        if latency_s == 0 and result.workers == 1:
+            _advance_event_time(bootstrap, settings, plan, result.events, started)
+    time.sleep(IDLE_SETTLE_S)
+    result.rss_idle = sum(memory(w.pid)[0] for w in started)
+    if result.app == "distillwatch":
+        result.memory_idle = [w.memory_report() or {} for w in started]
+        for w in started:
+            wh = w.health() or {}
+            result.accounts_live_idle += wh.get("accounts_live", 0)
+            result.accounts_packed_idle += wh.get("accounts_held_packed", 0)
 
 
 @dataclass
@@ -749,17 +754,15 @@ def warm_up(args: argparse.Namespace, rounds: int) -> list[str]:
                          WARM_UP_EVENTS, latency_s=WARM_UP_LATENCY_S, idle=False)
             for kind, batch in (("single", 1), ("batch", args.batch))) if r.error]
         jit_after, seconds = jit_cpu(broker), time.monotonic() - began
-        if jit_before is None or jit_after is None:
-            found.append(f"round {i} ({seconds:.0f}s): the broker's JIT not measured"
-                         " (not a JVM on this machine)")
-        else:
-            share = 100 * (jit_after - jit_before) / seconds
-            found.append(f"round {i} ({seconds:.0f}s): the broker's JIT compiler used"
-                         f" {share:.0f} % of a core")
+        share = (None if jit_before is None or jit_after is None
+                 else 100 * (jit_after - jit_before) / seconds)
+        found.append(f"round {i} ({seconds:.0f}s): " + (
+            "the broker's JIT not measured (not a JVM on this machine)" if share is None
+            else f"the broker's JIT compiler used {share:.0f} % of a core"))
         if errors:
-            found[-1] += f"; failed: {'; '.join(e for e in errors if e)}"
+            found[-1] += f"; failed: {'; '.join(str(e) for e in errors)}"
         print(f"  warm-up {found[-1]}", file=sys.stderr)
-        if jit_before is None or jit_after is None or share < WARM_UP_JIT_SHARE:
+        if share is None or share < WARM_UP_JIT_SHARE:
             break
     return found
 
